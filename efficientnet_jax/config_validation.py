@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from efficientnet_jax import baselines, default_config, layers, scaling
+from efficientnet_jax import baselines, default_config, layers, model, scaling
 
 _Check = Callable[[Any], bool]
 
@@ -48,6 +48,8 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
                              f"one of {layers.DEPTHWISE_IMPLS}"),
     "model.dtype": ((str,), lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
     "model.remat": ((bool,), lambda v: True, "a bool"),
+    "model.remat_policy": ((str,), lambda v: v in model.REMAT_POLICIES,
+                           f"one of {model.REMAT_POLICIES}"),
     "model.bn_momentum": ((int, float), _fraction, "in [0, 1)"),
     "model.bn_epsilon": ((int, float), _positive, "> 0"),
     "dataset": ((str,), lambda v: bool(v), "a tfds dataset name"),

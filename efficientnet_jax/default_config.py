@@ -37,7 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.padding = "same"                    # "same" (TF) | "symmetric" (PyTorch)
   config.model.depthwise_impl = "auto"             # "auto" | "xla" | "shift_add"
   config.model.dtype = "float32"                   # compute dtype: float32 | bfloat16
-  config.model.remat = False
+  config.model.remat = False                       # recompute blocks in the backward pass
+  config.model.remat_policy = "full"               # with remat: "full" | "save_conv"
   config.model.bn_momentum = 0.99
   config.model.bn_epsilon = 1e-3
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
 from efficientnet_jax import layers
@@ -20,6 +21,11 @@ from efficientnet_jax import spec as spec_lib
 
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
+# What a rematerialised block keeps for the backward pass: "full" only its input (least
+# memory, the whole block recomputed); "save_conv" also the convolution outputs (only BN,
+# activations and squeeze-excite recomputed).
+REMAT_POLICIES = ("full", "save_conv")
+CONV_OUTPUT = "conv_output"  # checkpoint_name of the tensors "save_conv" keeps
 
 
 def _bn(parent: "MBConv | EfficientNet", name: str, train: bool) -> nn.BatchNorm:
@@ -69,14 +75,14 @@ class MBConv(nn.Module):
     x = inputs
     if b.expand_ratio != 1:
       x = layers.Conv(b.expanded_channels, dtype=self.dtype, name="expand_conv")(x)
-      x = nn.swish(_bn(self, "expand_bn", self.train)(x))
+      x = nn.swish(_bn(self, "expand_bn", self.train)(checkpoint_name(x, CONV_OUTPUT)))
     x = layers.DepthwiseConv(b.kernel, b.stride, self.padding, self.depthwise_impl,
                              dtype=self.dtype, name="depthwise_conv")(x)
-    x = nn.swish(_bn(self, "depthwise_bn", self.train)(x))
+    x = nn.swish(_bn(self, "depthwise_bn", self.train)(checkpoint_name(x, CONV_OUTPUT)))
     if b.se_channels:
       x = SqueezeExcite(b.se_channels, dtype=self.dtype, name="se")(x)
     x = layers.Conv(b.out_channels, dtype=self.dtype, name="project_conv")(x)
-    x = _bn(self, "project_bn", self.train)(x)
+    x = _bn(self, "project_bn", self.train)(checkpoint_name(x, CONV_OUTPUT))
     if b.has_residual:
       x = drop_path(self, x, b.drop_path_rate, self.train) + inputs
     return x
@@ -102,6 +108,7 @@ class EfficientNet(nn.Module):
     depthwise_impl: "xla" grouped convolution, "shift_add", or "auto" (by backend).
     dtype: compute dtype (float32 or bfloat16); parameters stay float32.
     remat: rematerialise each block in the backward pass to save activation memory.
+    remat_policy: with remat, what each block keeps (`REMAT_POLICIES`).
     bn_axis_name / bn_axis_index_groups: sync BN statistics across a named axis.
   """
 
@@ -112,6 +119,7 @@ class EfficientNet(nn.Module):
   depthwise_impl: layers.DepthwiseImpl = "auto"
   dtype: Any = jnp.float32
   remat: bool = False
+  remat_policy: str = "full"
   bn_momentum: float = BN_MOMENTUM
   bn_epsilon: float = BN_EPSILON
   bn_axis_name: str | None = None
@@ -125,14 +133,14 @@ class EfficientNet(nn.Module):
                     padding=self.padding, dtype=self.dtype, name="stem_conv")(x)
     x = nn.swish(_bn(self, "stem_bn", train)(x))
 
-    block_cls = nn.remat(MBConv) if self.remat else MBConv
     for block in self.network.blocks:
-      x = block_cls(block, train=train, padding=self.padding,
-                    depthwise_impl=self.depthwise_impl, dtype=self.dtype,
-                    bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-                    bn_axis_name=self.bn_axis_name,
-                    bn_axis_index_groups=self.bn_axis_index_groups,
-                    name=f"blocks_{block.index}")(x)
+      module = MBConv(block, train=train, padding=self.padding,
+                      depthwise_impl=self.depthwise_impl, dtype=self.dtype,
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      bn_axis_name=self.bn_axis_name,
+                      bn_axis_index_groups=self.bn_axis_index_groups,
+                      name=f"blocks_{block.index}")
+      x = remat_call(module, x, self.remat_policy) if self.remat else module(x)
 
     x = layers.Conv(self.network.head_channels, dtype=self.dtype, name="head_conv")(x)
     x = nn.swish(_bn(self, "head_bn", train)(x))
@@ -142,6 +150,34 @@ class EfficientNet(nn.Module):
     features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
     return nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=layers.dense_kernel_init,
                     name="classifier")(features)
+
+
+def remat_call(block: MBConv, x: jax.Array, policy: str) -> jax.Array:
+  """`block(x)` rematerialised: the backward pass recomputes the block from its input.
+
+  `nn.remat` alone leaves the recomputation free of any dependence on the incoming
+  gradient, and XLA's CPU scheduler (which drops optimisation barriers first) hoists it
+  into the forward pass, where it saves no memory. Here the saved values get `0 · g[0]`
+  added, an exact no-op for finite gradients that makes the recomputation wait for g.
+  """
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {policy!r}")
+  saveable = (jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
+              if policy == "save_conv" else None)
+  call = lambda mdl, x: mdl(x)
+  checkpointed = nn.checkpoint(call, policy=saveable)
+
+  def forward(mdl, x):
+    return nn.vjp(checkpointed, mdl, x)
+
+  def backward(vjp_fn, g):
+    zero = g.reshape(-1)[0] * 0  # XLA keeps x·0 for floats (it is NaN for x = inf)
+    vjp_fn = jax.tree.map(
+        lambda r: r + zero.astype(r.dtype) if jnp.issubdtype(r.dtype, jnp.inexact) else r,
+        vjp_fn)
+    return vjp_fn(g)
+
+  return nn.custom_vjp(call, forward_fn=forward, backward_fn=backward)(block, x)
 
 
 def _check_input(images: jax.Array, total_stride: int) -> None:
@@ -181,6 +217,10 @@ def create(model_config: Any, num_classes: int | None = None
   if size.resolution < network.total_stride:
     raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
                      f"network's total stride {network.total_stride}")
+  remat_policy = model_config.remat_policy
+  if remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"config.model.remat_policy must be one of {REMAT_POLICIES}, got "
+                     f"{remat_policy!r}")
   model = EfficientNet(
       network=network,
       num_classes=classes,
@@ -189,6 +229,7 @@ def create(model_config: Any, num_classes: int | None = None
       depthwise_impl=model_config.depthwise_impl,
       dtype=jnp.dtype(model_config.dtype),
       remat=model_config.remat,
+      remat_policy=remat_policy,
       bn_momentum=model_config.bn_momentum,
       bn_epsilon=model_config.bn_epsilon)
   return model, size

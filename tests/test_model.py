@@ -244,3 +244,43 @@ def test_remat_gives_the_same_gradients():
 
   # Train-mode BN amplifies float32 reordering (remat re-fuses the recomputation).
   assert_trees_close(grads(remat), grads(plain), rel=1e-4)
+
+
+def test_remat_save_conv_gives_the_same_gradients_and_policies_are_checked():
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  plain, remat = tiny(), tiny(remat=True, remat_policy="save_conv")
+  variables = init(plain, x, seed=1)
+
+  def grads(m):
+    def loss(params):
+      logits, _ = m.apply({**variables, "params": params}, x, train=True,
+                          mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+      return jnp.sum(logits**2)
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  assert_trees_close(grads(remat), grads(plain), rel=1e-4)
+  config = default_config.get_config()
+  config.model.remat_policy = "some"
+  with pytest.raises(ValueError, match="config.model.remat_policy"):
+    model.create(config.model, 10)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_pointwise_conv_as_matmul_matches_convolution(use_bias):
+  # On CPU a 1x1 Conv runs as a matrix product; XLA's convolution is the reference.
+  x = jax.random.normal(jax.random.key(0), (2, 7, 9, 12))
+  conv = layers.Conv(20, use_bias=use_bias)
+  p = jax.tree.map(lambda v: v + 0.1, conv.init(jax.random.key(1), x)["params"]["conv"])
+
+  def reference(p, x):
+    y = jax.lax.conv_general_dilated(x, p["kernel"], (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + p["bias"] if use_bias else y
+
+  fast = lambda p, x: conv.apply({"params": {"conv": p}}, x)
+  loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+  np.testing.assert_allclose(fast(p, x), reference(p, x), atol=1e-5, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), argnums=(0, 1))(p, x)),
+                  jax.tree.leaves(jax.grad(loss(reference), argnums=(0, 1))(p, x)),
+                  strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
