@@ -48,6 +48,8 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
                              f"one of {layers.DEPTHWISE_IMPLS}"),
     "model.dtype": ((str,), lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
     "model.remat": ((bool,), lambda v: True, "a bool"),
+    "finetune.freeze_backbone_epochs": ((int, float), _non_negative, ">= 0"),
+    "finetune.freeze_bn": ((bool,), lambda v: True, "a bool"),
     "model.remat_policy": ((str,), lambda v: v in model.REMAT_POLICIES,
                            f"one of {model.REMAT_POLICIES}"),
     "model.bn_momentum": ((int, float), _fraction, "in [0, 1)"),

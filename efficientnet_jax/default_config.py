@@ -96,5 +96,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"                     # "stop" with an error | "skip" the step
   config.init_from = config_dict.placeholder(str)  # checkpoint to take params from
+
+  # --- Fine-tuning (configs/finetune.py). ---
+  config.finetune = ml_collections.ConfigDict()
+  config.finetune.freeze_backbone_epochs = 0.0     # train only the classifier this long
+  config.finetune.freeze_bn = False                # keep the loaded BN statistics
   config.allow_config_change = False               # resume with a different config
   return config

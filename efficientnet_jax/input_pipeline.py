@@ -5,7 +5,8 @@ Everything here runs on the host CPU; batches leave as uint8 images and int32 la
 
 * any tfds image classification dataset by name, e.g. "imagenet2012" (prepared once with
   scripts/prepare_imagenet.py), or the offline demo dataset "digits" (registered by
-  importing `digits_dataset`, prepared into `config.data_dir` on first use). Images are
+  importing `digits_dataset`, prepared into `config.data_dir` on first use; "digits_even",
+  its even classes, for fine-tuning tests). Images are
   read as their stored encoded bytes (tfds `SkipDecoding`), so JPEGs decode only the crop;
 * "folder:<root>", a folder of images `<root>/<split>/<class>/<image>` (see
   `image_folder`).
@@ -32,6 +33,7 @@ import tensorflow_datasets as tfds
 
 from efficientnet_jax import augment
 from efficientnet_jax import digits_dataset  # noqa: F401  (registers the "digits" builder)
+from efficientnet_jax import digits_subset_dataset  # noqa: F401  (registers "digits_even")
 from efficientnet_jax import image_folder
 from efficientnet_jax import preprocessing
 

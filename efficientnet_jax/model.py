@@ -31,7 +31,7 @@ CONV_OUTPUT = "conv_output"  # checkpoint_name of the tensors "save_conv" keeps
 def _bn(parent: "MBConv | EfficientNet", name: str, train: bool) -> nn.BatchNorm:
   """BatchNorm with the owner's settings (momentum, epsilon, cross-device sync)."""
   return nn.BatchNorm(
-      use_running_average=not train,
+      use_running_average=not train or parent.bn_frozen,
       momentum=parent.bn_momentum,
       epsilon=parent.bn_epsilon,
       dtype=parent.dtype,
@@ -66,6 +66,7 @@ class MBConv(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
   bn_epsilon: float = BN_EPSILON
+  bn_frozen: bool = False
   bn_axis_name: str | None = None
   bn_axis_index_groups: Any = None
 
@@ -109,6 +110,8 @@ class EfficientNet(nn.Module):
     dtype: compute dtype (float32 or bfloat16); parameters stay float32.
     remat: rematerialise each block in the backward pass to save activation memory.
     remat_policy: with remat, what each block keeps (`REMAT_POLICIES`).
+    bn_frozen: normalise with the running statistics and never update them, in training
+      too (fine-tuning); dropout and drop path still follow `train`.
     bn_axis_name / bn_axis_index_groups: sync BN statistics across a named axis.
   """
 
@@ -122,6 +125,7 @@ class EfficientNet(nn.Module):
   remat_policy: str = "full"
   bn_momentum: float = BN_MOMENTUM
   bn_epsilon: float = BN_EPSILON
+  bn_frozen: bool = False
   bn_axis_name: str | None = None
   bn_axis_index_groups: Sequence[Sequence[int]] | None = None
 
@@ -137,7 +141,7 @@ class EfficientNet(nn.Module):
       module = MBConv(block, train=train, padding=self.padding,
                       depthwise_impl=self.depthwise_impl, dtype=self.dtype,
                       bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-                      bn_axis_name=self.bn_axis_name,
+                      bn_frozen=self.bn_frozen, bn_axis_name=self.bn_axis_name,
                       bn_axis_index_groups=self.bn_axis_index_groups,
                       name=f"blocks_{block.index}")
       x = remat_call(module, x, self.remat_policy) if self.remat else module(x)

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from efficientnet_jax import checkpointing, config_validation, ema, input_pipeline
+from efficientnet_jax import checkpointing, config_validation, ema, finetune, input_pipeline
 from efficientnet_jax import metrics_log
 from efficientnet_jax import model as model_lib
 from efficientnet_jax import optimizers, preprocessing
@@ -90,6 +90,8 @@ def create_model(config: ml_collections.ConfigDict,
   model, size = model_lib.create(config.model, num_classes=num_classes)
   if config.bn_group_size:  # statistics over the inner mesh axis: one group of devices
     model = model.clone(bn_axis_name="data")
+  if config.finetune.freeze_bn:
+    model = model.clone(bn_frozen=True)
   return model, size.resolution
 
 
@@ -250,7 +252,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   num_steps = optimizers.total_steps(config, steps_per_epoch)
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   learning_rate_fn = optimizers.learning_rate_fn(config, steps_per_epoch)
-  tx = optimizers.create_optimizer(config, learning_rate_fn)
+  tx = finetune.freeze_backbone_for(
+      optimizers.create_optimizer(config, learning_rate_fn),
+      int(round(config.finetune.freeze_backbone_epochs * steps_per_epoch)))
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   jsonl = metrics_log.JsonlWriter(workdir) if is_main else None
