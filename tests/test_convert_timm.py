@@ -4,18 +4,17 @@ Parity: timm's tf_efficientnet_b0, tf_efficientnet_b3 and efficientnet_b0 (nativ
 with pretrained=False, are given non-trivial BatchNorm values (random gamma/beta, running
 statistics of a real batch), random SE/classifier biases, saved as safetensors, converted
 and run on 2 random images: timm's eval-mode logits against ours within 1e-4 absolute,
-float32. Resolutions: b0 at its native 224×224 and at 225×257 (odd height and width); b3,
-to keep CI fast, at 130×97 only (even height, odd width: both padding cases in one run)
-instead of its native 300×300 (checked once by hand: max |difference| 1.1e-6). At even
-sizes 'same' and 'symmetric' padding differ, which
-test_native_weights_need_symmetric_padding shows.
+float32. Resolutions: each at its native size (224×224, b3 300×300) and at an odd one:
+b0 at 225×257 (odd height and width), b3 at 130×97 (even height, odd width: both padding
+cases in one run). At even sizes 'same' and 'symmetric' padding differ, which
+test_native_weights_need_symmetric_padding shows. torch, torchvision and timm are in
+requirements.txt, so CI always runs this file.
 
 timm runs in a child process (`make_reference`): importing timm loads torchvision →
 triton, which segfaults a process that has already loaded TensorFlow (as the rest of the
 suite does). This process only reads the files and, for `.pth`, calls torch.load.
 """
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -27,16 +26,13 @@ import pytest
 from efficientnet_jax.convert import timm as convert_timm
 from efficientnet_jax.convert import weights_file
 
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("torch", "timm", "safetensors")),
-    reason="needs torch, timm and safetensors")
-jax = pytest.importorskip("jax")
+import jax
 
 ATOL = 1e-4
 CASES = {  # timm name → resolutions (H, W)
     "tf_efficientnet_b0": [(224, 224), (225, 257)],
     "efficientnet_b0": [(224, 224), (225, 257)],
-    "tf_efficientnet_b3": [(130, 97)],
+    "tf_efficientnet_b3": [(300, 300), (130, 97)],
 }
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -120,8 +116,9 @@ def test_logits_match_timm(name, reference):
   for h, w in CASES[name]:
     expected = arrays[f"logits_{h}x{w}"]
     assert 0.1 < np.abs(expected).max() < 100  # the comparison is meaningful
-    np.testing.assert_allclose(our_logits(variables, info, arrays[f"images_{h}x{w}"]),
-                               expected, rtol=0, atol=ATOL, err_msg=f"{name} {h}x{w}")
+    ours = our_logits(variables, info, arrays[f"images_{h}x{w}"])
+    print(f"{name} {h}x{w}: max |ours - timm| = {np.abs(ours - expected).max():.2e}")
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=ATOL, err_msg=f"{name} {h}x{w}")
 
 
 def test_native_weights_need_symmetric_padding(reference):
