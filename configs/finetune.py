@@ -24,8 +24,9 @@ classifier for the first epoch (the backbone's optimizer and schedule start when
 thaws; a value >= num_epochs is a linear probe), `--config.finetune.freeze_bn=True`
 normalises with the pretrained BN statistics throughout and never updates them.
 
-Expected: the offline digits_even command above reaches about 99% test top-1 (measured
-in the closing note of the issue); for the tfds datasets nothing was run here.
+Expected: the offline digits_even command above reaches 98.3% test top-1 (175 of the 178
+even test digits, measured from a `make demo` workdir at 98.3%); for the tfds datasets
+nothing was run here.
 
 Recipe (the paper gives none; this is a common transfer setting, not tuned here): SGD
 with momentum 0.9 at 0.01 per 256 images, 1 warmup epoch, cosine decay to 0 over 20 epochs,

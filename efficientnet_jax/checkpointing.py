@@ -179,7 +179,7 @@ class WorkdirLock:
 def load_variables(path: str) -> dict[str, Any]:
   """{'params', 'batch_stats'} of a training workdir (EMA weights of its latest
   checkpoint) or of a directory of converted weights."""
-  checkpoints = os.path.join(path, "checkpoints")
+  checkpoints = os.path.abspath(os.path.join(path, "checkpoints"))  # Orbax wants absolute
   if os.path.isdir(checkpoints):
     with ocp.CheckpointManager(checkpoints) as manager:
       step = manager.latest_step()

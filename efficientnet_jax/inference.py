@@ -45,7 +45,7 @@ def is_workdir(path: str | os.PathLike[str]) -> bool:
 
 def read_info(path: str | os.PathLike[str]) -> weights_file.WeightsInfo:
   """The settings of a weights directory or a training workdir, without reading weights."""
-  path = os.fspath(path)
+  path = os.path.abspath(os.fspath(path))  # Orbax reads no metadata from relative paths
   if not is_workdir(path):
     return weights_file.read_info(path)
   config_path = os.path.join(path, "config.json")
@@ -197,7 +197,7 @@ def evaluate(weights: str | os.PathLike[str], dataset: str = "imagenet2012",
 
 
 def _latest_step(workdir: str) -> int:
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as manager:
     step = manager.latest_step()
   if step is None:
     raise ValueError(f"workdir {workdir} has no checkpoint yet")

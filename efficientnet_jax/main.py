@@ -6,6 +6,9 @@ a checkpoint resumes from it.
 Exit status: 0 finished; 75 stopped by SIGTERM after saving a checkpoint (rerun to
 resume); 76 stopped on a non-finite loss (the last checkpoint is kept); 1 any other error
 (e.g. a bad config, named in the message, before anything was computed).
+
+On Linux the process restarts itself once with transparent huge pages for malloc
+(`host_memory`), which speeds up CPU training a lot and is harmless elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from efficientnet_jax import host_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -39,6 +44,7 @@ class _QuietCheckpointing(python_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  host_memory.reexec_with_transparent_hugepages()
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
   import jax  # after flag parsing, so --distributed can initialise it first
   if _DISTRIBUTED.value:

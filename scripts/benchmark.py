@@ -20,8 +20,9 @@ Peers run float32. On a GPU, let JAX and the peers share it:
 XLA_PYTHON_CLIENT_PREALLOCATE=false python scripts/benchmark.py --peer=keras,timm
 
 On Linux the script re-executes itself once with glibc's transparent-huge-page tunable
-(`--hugepages`, default on; applies to the peers too): XLA's CPU runtime maps its buffers
-afresh every step and 4 KiB page faults on them cost a large share of the step.
+(`--hugepages`, default on, as efficientnet_jax.main does; applies to the peers too):
+XLA's CPU runtime maps its buffers afresh every step and 4 KiB page faults on them cost a
+large share of the step (`efficientnet_jax/host_memory.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -57,19 +57,11 @@ _HUGEPAGES = flags.DEFINE_bool("hugepages", True, "Linux: re-run with "
                                "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see the docstring).")
 
 
-def _reexec_with_hugepages() -> None:
-  """glibc reads its tunables at process start only, hence the re-exec."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if platform.system() != "Linux" or "glibc.malloc.hugetlb" in tunables:
-    return
-  os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, "glibc.malloc.hugetlb=1"]))
-  os.execv(sys.executable, [sys.executable, *sys.argv])
-
-
 def main(argv):
   del argv
   if _HUGEPAGES.value:
-    _reexec_with_hugepages()
+    from efficientnet_jax import host_memory
+    host_memory.reexec_with_transparent_hugepages()
   if _XLA_FLAGS.value:  # read when the backend starts, which is below
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
   if "timm" in _PEER.value:

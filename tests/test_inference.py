@@ -96,6 +96,11 @@ def test_load_workdir_gives_its_ema_weights_and_settings(trained):
   assert model.num_classes == 10 and len(model.network.blocks) == 7
   jax.tree.map(np.testing.assert_array_equal, variables,
                jax.tree.map(np.asarray, checkpointing.load_variables(str(workdir))))
+  # A relative path, as users type it (Orbax reads no metadata from one as given).
+  relative = os.path.relpath(workdir)
+  assert efficientnet_jax.load(relative)[2] == info
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               jax.tree.map(np.asarray, checkpointing.load_variables(relative)))
 
 
 def test_evaluate_script_reproduces_the_training_eval(trained):
