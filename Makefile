@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-compile -r requirements.txt
 	$(PYTHON) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
