@@ -63,16 +63,23 @@ class Checkpoints:
     self.workdir = workdir if "://" in workdir else os.path.abspath(workdir)
     epath.Path(self.workdir).mkdir(parents=True, exist_ok=True)
     self._check_config(config)
+    # Both managers may save the same step at once (the final step, an eval step). With
+    # several processes Orbax names its barriers after the step: without a prefix of their
+    # own, the two saves would meet at one barrier and fail or hang.
     self.latest = ocp.CheckpointManager(
         os.path.join(self.workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=config.keep_checkpoints,
-            save_interval_steps=config.checkpoint_every_steps, create=True))
+            save_interval_steps=config.checkpoint_every_steps, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="latest")))
     self.best = ocp.CheckpointManager(
         os.path.join(self.workdir, "best"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda metrics: metrics["eval_top1"], best_mode="max",
-            keep_checkpoints_without_metrics=False, create=True))
+            keep_checkpoints_without_metrics=False, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="best")))
 
   def _check_config(self, config: ml_collections.ConfigDict) -> None:
     path = epath.Path(self.workdir) / "config.json"

@@ -3,18 +3,23 @@
 Any config value can be overridden, e.g. `--config.batch_size=1024`. A workdir that holds
 a checkpoint resumes from it.
 
-Exit status: 0 finished; 75 stopped by SIGTERM after saving a checkpoint (rerun to
-resume); 76 stopped on a non-finite loss (the last checkpoint is kept); 1 any other error
-(e.g. a bad config, named in the message, before anything was computed).
+Several processes (hosts) train one model with `--distributed`: each runs the same command
+with its own `--process_id` (TPU pods, SLURM and Open MPI fill these in themselves).
 
-On Linux the process restarts itself once with transparent huge pages for malloc
-(`host_memory`), which speeds up CPU training a lot and is harmless elsewhere.
+Exit status: 0 finished; 75 stopped by SIGTERM after saving a checkpoint (rerun to
+resume); 76 stopped on a non-finite loss (the last checkpoint is kept); 77 a multi-process
+run lost another process (rerun all of them to resume); 1 any other error (e.g. a bad
+config, named in the message, before anything was computed).
+
+On Linux the process restarts itself once with glibc malloc settings for XLA's CPU
+buffers (`host_memory`), which speed up CPU training a lot and are harmless elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import logging as python_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -26,12 +31,24 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU pods, "
-    "SLURM, or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID set).")
+    "distributed", False, "Run as one of several processes: call jax.distributed.initialize() "
+    "first. TPU pods, SLURM and Open MPI are detected; elsewhere pass --coordinator_address "
+    "(or set JAX_COORDINATOR_ADDRESS), --num_processes and --process_id.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0, the same for "
+    "every process (process 0 listens on that port).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: how many processes take part.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this process's id, 0..num_processes-1.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100, "With --distributed: a process silent this long counts as "
+    "dead, and the others stop with an error instead of waiting for it (100: JAX's default).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (schedulers may requeue on it)
 EXIT_NONFINITE = 76
+EXIT_LOST_PROCESS = 77
 
 
 class _QuietCheckpointing(python_logging.Filter):
@@ -44,11 +61,14 @@ class _QuietCheckpointing(python_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  host_memory.reexec_with_transparent_hugepages()
+  host_memory.reexec_with_fast_malloc()
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
   import jax  # after flag parsing, so --distributed can initialise it first
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # On CPU the processes' collectives go through gloo over TCP (JAX's default).
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
   from efficientnet_jax import train
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
@@ -60,6 +80,19 @@ def main(argv):
   except train.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(EXIT_NONFINITE)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    logging.exception(
+        "Process %d of %d stopped: a computation shared with the other processes failed "
+        "(%s). Another process of this run has most likely died or lost its connection; its "
+        "own log says why. Restart all %d processes with the same command to resume from "
+        "the last checkpoint in %s/checkpoints.", jax.process_index(), jax.process_count(),
+        str(e).split("\n", 1)[0], jax.process_count(), _WORKDIR.value)
+    logging.flush()
+    # Not sys.exit: jax.distributed's exit handler would wait for the lost process at a
+    # shutdown barrier until the heartbeat timeout, then abort over this message.
+    os._exit(EXIT_LOST_PROCESS)
   if jax.process_index() == 0:
     print(json.dumps({"final_" + k: v for k, v in results.items()}, sort_keys=True))
 

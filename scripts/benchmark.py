@@ -19,9 +19,9 @@ big models in their own run), and MFU against a matmul peak measured in the same
 Peers run float32. On a GPU, let JAX and the peers share it:
 XLA_PYTHON_CLIENT_PREALLOCATE=false python scripts/benchmark.py --peer=keras,timm
 
-On Linux the script re-executes itself once with glibc's transparent-huge-page tunable
-(`--hugepages`, default on, as efficientnet_jax.main does; applies to the peers too):
-XLA's CPU runtime maps its buffers afresh every step and 4 KiB page faults on them cost a
+On Linux the script re-executes itself once with the glibc malloc tunables that
+efficientnet_jax.main uses (`--fast_malloc`, default on; they apply to the peers too):
+by default XLA's CPU buffers are mapped afresh every step and the page faults cost a
 large share of the step (`efficientnet_jax/host_memory.py`).
 """
 
@@ -53,15 +53,15 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only XLA's analysis of
                                   "step (memory, FLOPs); nothing runs.")
 _JSON = flags.DEFINE_string("json_out", None, "Write every figure here as JSON.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "", "Appended to XLA_FLAGS before JAX starts.")
-_HUGEPAGES = flags.DEFINE_bool("hugepages", True, "Linux: re-run with "
-                               "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see the docstring).")
+_FAST_MALLOC = flags.DEFINE_bool("fast_malloc", True, "Linux: re-run with the glibc "
+                                 "tunables of efficientnet_jax/host_memory.py.")
 
 
 def main(argv):
   del argv
-  if _HUGEPAGES.value:
+  if _FAST_MALLOC.value:
     from efficientnet_jax import host_memory
-    host_memory.reexec_with_transparent_hugepages()
+    host_memory.reexec_with_fast_malloc()
   if _XLA_FLAGS.value:  # read when the backend starts, which is below
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
   if "timm" in _PEER.value:
