@@ -87,8 +87,8 @@ def start(args: list[str], devices: int, log: str) -> subprocess.Popen:
   """Starts `args` with `devices` simulated CPU devices; stdout/stderr go to log.out/.err."""
   env = dict(os.environ)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  # conftest's fast-compile flags, plus the legacy CPU emitters (compile twice as fast).
-  env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false "
+  # conftest's fast-compile flags, plus the device count.
+  env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
                       f"--xla_force_host_platform_device_count={devices}").strip()
   with open(log + ".out", "w") as out, open(log + ".err", "w") as err:
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=err)
