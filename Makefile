@@ -19,9 +19,10 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) -m efficientnet_jax.main --config=configs/demo.py --workdir=runs/demo
 
-# Two workers: XLA compilation, which dominates on CPU, is mostly single-threaded.
+# Three workers on two cores: XLA compilation, which dominates on CPU, is mostly
+# single-threaded, and tests wait on their training subprocesses.
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -n 3 --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 tables: $(STAMP)
 	$(PYTHON) scripts/reproduce_tables.py
