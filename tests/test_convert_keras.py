@@ -18,6 +18,8 @@ import re
 import shutil
 
 import h5py
+import jax
+import keras
 import numpy as np
 import pytest
 
@@ -25,8 +27,6 @@ from efficientnet_jax import layers
 from efficientnet_jax.convert import keras as convert_keras
 from efficientnet_jax.convert import strict
 
-keras = pytest.importorskip("keras")
-jax = pytest.importorskip("jax")
 
 RESOLUTIONS = {
     "b0": [(224, 224), (225, 257)], "b1": [(240, 240), (225, 257)],

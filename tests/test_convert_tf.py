@@ -10,16 +10,16 @@ that differs from the raw value, RMSProp slots and global_step. A few names and 
 the published efficientnet-b0 checkpoint are also checked verbatim (PUBLISHED_B0).
 """
 
+import flax.traverse_util as flax_traverse
+import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from efficientnet_jax import model as model_lib
 from efficientnet_jax import spec
 from efficientnet_jax.convert import tf_checkpoint
 
-tf = pytest.importorskip("tensorflow")
-jax = pytest.importorskip("jax")
-flax_traverse = pytest.importorskip("flax.traverse_util")
 
 NETWORK = spec.build(1.0, 1.0)
 # From the published efficientnet-b0 checkpoint's variable list.

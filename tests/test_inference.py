@@ -13,8 +13,10 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 import efficientnet_jax
 from efficientnet_jax import checkpointing, inference
@@ -22,8 +24,6 @@ from efficientnet_jax.convert import strict
 from efficientnet_jax.convert import timm as convert_timm
 from efficientnet_jax.convert import weights_file
 
-jax = pytest.importorskip("jax")
-tfds = pytest.importorskip("tensorflow_datasets")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_predict_agrees_with_evaluation(trained, test_split, tmp_path):
 
 def test_convert_script_writes_a_weights_directory(tmp_path):
   """A timm-named state dict (our random B0 laid out the PyTorch way) → convert_weights.py."""
-  save_file = pytest.importorskip("safetensors.numpy").save_file
+  from safetensors.numpy import save_file
   info = weights_file.WeightsInfo(variant="b0", width=1.0, depth=1.0, num_classes=1000,
                                   padding="symmetric", bn_epsilon=1e-5, dropout_rate=0.2,
                                   resolution=224, mean_rgb=weights_file.IMAGENET_MEAN_RGB,
