@@ -318,6 +318,23 @@ def _augment(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDic
   return image
 
 
+def _block_shuffle(records: tf.data.Dataset, block_size: int,
+                   seed: tf.Tensor) -> tf.data.Dataset:
+  """`records` with each run of `block_size` consecutive records randomly permuted.
+
+  Stateless: the order depends on `seed` (shape [2]) alone. `Dataset.shuffle` would also
+  mix in TF's global seed, so a `tf.random.set_seed` anywhere in the process (Keras's
+  `set_random_seed` calls it) would change which examples a step trains on.
+  """
+  def permute(block_index, block):
+    block_seed = tf.random.experimental.stateless_fold_in(seed, block_index)
+    size = tf.shape(tf.nest.flatten(block)[0])[0]
+    order = tf.argsort(tf.random.stateless_uniform([size], block_seed))
+    return tf.nest.map_structure(lambda x: tf.gather(x, order), block)
+
+  return records.batch(block_size).enumerate().map(permute).unbatch()
+
+
 def create_train_dataset(config: ml_collections.ConfigDict, resolution: int, *,
                          process_index: int, process_count: int,
                          start_step: int = 0) -> tf.data.Dataset:
@@ -328,7 +345,8 @@ def create_train_dataset(config: ml_collections.ConfigDict, resolution: int, *,
   and 'mix_weight' (float32), see `augment.mix_batch`.
 
   The stream is a pure function of (config, process): epoch e is this process's part
-  shuffled with a seed made from (config.seed, e); each example's crop/flip/augmentation
+  shuffled in blocks of config.input.shuffle_buffer records with a seed made from
+  (config.seed, e), whatever TF's global seed; each example's crop/flip/augmentation
   seed comes from its position in the stream and each batch's mixing seed from its step.
   So `start_step=k` yields exactly batches k, k+1, ... of an uninterrupted run, reading
   (not decoding) at most one epoch to get there.
@@ -344,9 +362,8 @@ def create_train_dataset(config: ml_collections.ConfigDict, resolution: int, *,
   records = source.records(config.train_split, process_index, process_count)
 
   def epoch(e):
-    return records.shuffle(config.input.shuffle_buffer,
-                           seed=tf.cast(config.seed, tf.int64) * 1_000_003 + e,
-                           reshuffle_each_iteration=False)
+    return _block_shuffle(records, config.input.shuffle_buffer,
+                          tf.stack([tf.cast(config.seed, tf.int64), e]))
 
   ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(skip)
   example_seed, batch_seed = tf.unstack(tf.random.experimental.stateless_split(
