@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Python writes bytecode caches even where the environment says not to: without them
+# every process compiles TensorFlow's and JAX's sources again on import (18 s instead of
+# 7 s here), and the tests start dozens of processes.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install demo test tables clean
 
