@@ -52,7 +52,7 @@ def test_freeze_backbone_for_zeroes_then_thaws():
 
 
 def test_finetune_config_takes_the_weights_settings(tmp_path_factory):
-  workdir, _ = trained_digits_workdir(tmp_path_factory.getbasetemp())
+  workdir, _ = trained_digits_workdir(tmp_path_factory)
   config = finetune_config(f"dataset=digits_even,weights={workdir}")
   assert config.init_from == str(workdir) and config.model.num_classes is None
   assert (config.model.width, config.model.resolution, config.input.crop_fraction) == (
@@ -75,7 +75,7 @@ def restore(workdir, step):
 def test_finetune_onto_even_digits(tmp_path_factory):
   """train.py fine-tunes the digits model onto 5 classes: head first, BN frozen throughout."""
   base = tmp_path_factory.getbasetemp()
-  workdir, pretrain = trained_digits_workdir(base)
+  workdir, pretrain = trained_digits_workdir(tmp_path_factory)
   config = finetune_config(f"dataset=digits_even,weights={workdir}")
   config.data_dir = str(base / "tfds")
   config.batch_size = 32

@@ -6,6 +6,7 @@ numbers that run itself produced. scripts/evaluate.py and scripts/convert_weight
 as the user runs them, in a child process.
 """
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -52,21 +53,25 @@ def tiny_digits_config(data_dir):
   return config
 
 
-def trained_digits_workdir(base):
-  """(workdir, final eval metrics) of a tiny digits run, trained once per test process."""
-  workdir = pathlib.Path(base) / "digits_tiny"
+def trained_digits_workdir(tmp_path_factory):
+  """(workdir, final eval metrics) of a tiny digits run, trained once per test session:
+  the xdist workers share it (the parent of their base temp dirs), under a file lock."""
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  workdir = root / "digits_tiny"
   results_file = workdir / "final_eval.json"
-  if not results_file.exists():
-    from efficientnet_jax import train
-    results = train.train_and_evaluate(tiny_digits_config(pathlib.Path(base) / "tfds"),
-                                       str(workdir))
-    results_file.write_text(json.dumps(results))
+  with open(root / "digits_tiny.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for the training to finish
+    if not results_file.exists():
+      from efficientnet_jax import train
+      results = train.train_and_evaluate(tiny_digits_config(root / "tfds"), str(workdir))
+      results_file.write_text(json.dumps(results))
   return workdir, json.loads(results_file.read_text())
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  return trained_digits_workdir(tmp_path_factory.getbasetemp())
+  return trained_digits_workdir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,11 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     results = {{"devices": jax.device_count()}}
 
     # 1. A short run: loss goes down; eval on a 1,001-example split counts each once.
+    # BN momentum 0 for part 2 (the running statistics after a step are that step's); part
+    # 2's global-batch step is then this run's program again, loaded from JAX's cache.
     config = tiny_config({data_dir!r}, num_train_steps=20, log_every_steps=5,
-                         eval_split="train[:1001]", eval_batch_size=64)
+                         eval_split="train[:1001]", eval_batch_size=64,
+                         **{{"model.bn_momentum": 0.0}})
     config.input.crop_area_range = (1.0, 1.0)
     config.input.random_flip = False
     config.schedule.warmup_epochs = 0.0
@@ -92,12 +95,13 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     images = preprocessing.normalize(batch["image"], config.input.mean_rgb,
                                      config.input.stddev_rgb)
     stem_vars = {{}}
+    steps_per_epoch = 1437 / config.batch_size  # as train_and_evaluate computes it
     for group in (0, 2):
-      # Momentum 0: the running statistics after one step are that step's statistics.
-      cfg = tiny_config({data_dir!r}, bn_group_size=group, **{{"model.bn_momentum": 0.0}})
+      cfg = config.copy_and_resolve_references()
+      cfg.bn_group_size = group
       mesh = train.make_mesh(group)
       model, resolution = train.create_model(cfg, 10)
-      lr = optimizers.learning_rate_fn(cfg, 100.0)
+      lr = optimizers.learning_rate_fn(cfg, steps_per_epoch)
       tx = optimizers.create_optimizer(cfg, lr)
       state = jax.jit(functools.partial(train.create_train_state, model, tx, resolution),
                       out_shardings=NamedSharding(mesh, P()))(jax.random.key(0))
