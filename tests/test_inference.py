@@ -6,7 +6,6 @@ numbers that run itself produced. scripts/evaluate.py and scripts/convert_weight
 as the user runs them, in a child process.
 """
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ from efficientnet_jax import checkpointing, inference
 from efficientnet_jax.convert import strict
 from efficientnet_jax.convert import timm as convert_timm
 from efficientnet_jax.convert import weights_file
+from tests.session_cache import shared_once
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -54,19 +54,15 @@ def tiny_digits_config(data_dir):
 
 
 def trained_digits_workdir(tmp_path_factory):
-  """(workdir, final eval metrics) of a tiny digits run, trained once per test session:
-  the xdist workers share it (the parent of their base temp dirs), under a file lock."""
-  base = tmp_path_factory.getbasetemp()
-  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-  workdir = root / "digits_tiny"
-  results_file = workdir / "final_eval.json"
-  with open(root / "digits_tiny.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for the training to finish
-    if not results_file.exists():
-      from efficientnet_jax import train
-      results = train.train_and_evaluate(tiny_digits_config(root / "tfds"), str(workdir))
-      results_file.write_text(json.dumps(results))
-  return workdir, json.loads(results_file.read_text())
+  """(workdir, final eval metrics) of a tiny digits run, trained once per test session."""
+  def build(workdir):
+    from efficientnet_jax import train
+    results = train.train_and_evaluate(tiny_digits_config(workdir.parent / "tfds"),
+                                       str(workdir))
+    (workdir / "final_eval.json").write_text(json.dumps(results))
+
+  workdir = shared_once(tmp_path_factory, "digits_tiny", build)
+  return workdir, json.loads((workdir / "final_eval.json").read_text())
 
 
 @pytest.fixture(scope="module")
