@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import demo
 from efficientnet_jax import checkpointing, config_validation, metrics_log, train
 from tests.test_train import REPO, _latest_state, tiny_config, tiny_run
 
@@ -49,14 +48,7 @@ def main_command(data_dir, workdir):
 
 def main_config(data_dir):
   """The config `main_command` trains, for a run in this process."""
-  config = demo.get_config()
-  for key, value in overrides(data_dir).items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return tiny_config(data_dir, **overrides(data_dir))
 
 
 def start(data_dir, workdir):

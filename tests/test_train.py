@@ -77,7 +77,7 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     import functools, json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from efficientnet_jax import optimizers, preprocessing, train, metrics_log
+    from efficientnet_jax import input_pipeline, optimizers, preprocessing, train, metrics_log
     from tests.test_train import tiny_config
 
     results = {{"devices": jax.device_count()}}
@@ -105,7 +105,9 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     images = preprocessing.normalize(batch["image"], config.input.mean_rgb,
                                      config.input.stddev_rgb)
     stem_vars = {{}}
-    steps_per_epoch = 1437 / config.batch_size  # as train_and_evaluate computes it
+    # As train_and_evaluate computes it, so that the schedule's constants match too.
+    steps_per_epoch = (input_pipeline.dataset_info(config).num_train_examples
+                       / config.batch_size)
     for group in (0, 2):
       cfg = config.copy_and_resolve_references()
       cfg.bn_group_size = group
