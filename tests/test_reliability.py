@@ -48,7 +48,7 @@ def main_command(data_dir, workdir):
 
 def main_config(data_dir):
   """The config `main_command` trains, for a run in this process."""
-  return tiny_config(data_dir, **overrides(data_dir))
+  return tiny_config(**overrides(data_dir))
 
 
 def start(data_dir, workdir):
