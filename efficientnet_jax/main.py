@@ -17,6 +17,7 @@ buffers (`host_memory`), which speed up CPU training a lot and are harmless else
 
 from __future__ import annotations
 
+import gc
 import json
 import logging as python_logging
 import os
@@ -63,6 +64,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   host_memory.reexec_with_fast_malloc()
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
+  # Python's garbage collector, run over the millions of objects TensorFlow's and JAX's
+  # imports create, took 2.5 s of a 10 s start; off while importing, then those objects are
+  # frozen (never scanned again, at exit included: 1.5 s less there).
+  gc.disable()
   import jax  # after flag parsing, so --distributed can initialise it first
   if _DISTRIBUTED.value:
     # On CPU the processes' collectives go through gloo over TCP (JAX's default).
@@ -70,6 +75,8 @@ def main(argv):
         coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
   from efficientnet_jax import train
+  gc.freeze()
+  gc.enable()
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:

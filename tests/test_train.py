@@ -3,6 +3,7 @@ resume, logging, and the errors a user gets before anything compiles."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,9 +86,10 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     # 1. A short run: loss goes down; eval on a 1,001-example split counts each once.
     # BN momentum 0 for part 2 (the running statistics after a step are that step's); part
     # 2's global-batch step is then this run's program again, loaded from JAX's cache.
+    # No checkpoints but the final one: they are not what this test is about.
     config = tiny_config({data_dir!r}, num_train_steps=20, log_every_steps=5,
-                         eval_split="train[:1001]", eval_batch_size=64,
-                         **{{"model.bn_momentum": 0.0}})
+                         checkpoint_every_steps=1000, eval_split="train[:1001]",
+                         eval_batch_size=64, **{{"model.bn_momentum": 0.0}})
     config.input.crop_area_range = (1.0, 1.0)
     config.input.random_flip = False
     config.schedule.warmup_epochs = 0.0
@@ -115,12 +117,16 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
       model, resolution = train.create_model(cfg, 10)
       lr = optimizers.learning_rate_fn(cfg, steps_per_epoch)
       tx = optimizers.create_optimizer(cfg, lr)
-      state = jax.jit(functools.partial(train.create_train_state, model, tx, resolution),
-                      out_shardings=NamedSharding(mesh, P()))(jax.random.key(0))
       if group == 0:
         reference = model  # unsynchronised BN: its stats are those of what it is given
-        variables = jax.tree.map(np.array, {{"params": state.params,  # copied: the
-                                             "batch_stats": state.batch_stats}})  # step donates
+        # As the run initialises (the same program, from JAX's cache); a host copy, since
+        # the step donates its input.
+        initial = jax.device_get(jax.jit(
+            functools.partial(train.create_train_state, model, tx, resolution),
+            out_shardings=NamedSharding(mesh, P()))(jax.random.key(0)))
+        variables = {{"params": initial.params, "batch_stats": initial.batch_stats}}
+      # The same initial state on this mesh (init has no BN reduction to group).
+      state = jax.device_put(initial, NamedSharding(mesh, P()))
       sharded = jax.device_put(batch, train.batch_sharding(mesh))
       step = train.compile_train_step(model, tx, lr, cfg, mesh)
       new_state, _ = step(state, sharded, jax.random.key(1))
@@ -167,9 +173,10 @@ def _latest_state(workdir):
 
 
 def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path, tmp_path_factory):
+  """An 8-step run extended to 12 steps ends where a 12-step run does."""
   straight, resumed = tiny_run(tmp_path_factory, data_dir, 12), str(tmp_path / "resumed")
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=6), resumed)
-  assert _latest_state(resumed)[0] == 6
+  shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), resumed)
+  assert _latest_state(resumed)[0] == 8
   train.train_and_evaluate(tiny_config(data_dir, num_train_steps=12), resumed)
   (step_a, a), (step_b, b) = _latest_state(straight), _latest_state(resumed)
   assert step_a == step_b == 12
@@ -195,10 +202,10 @@ def test_workdir_outputs(data_dir, tmp_path_factory):
   assert os.listdir(os.path.join(workdir, "best"))
 
 
-def test_resume_with_another_config_is_refused(data_dir, tmp_path):
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=2, log_every_steps=1), workdir)
-  changed = tiny_config(data_dir, num_train_steps=4, **{"model.width": 0.5})
+def test_resume_with_another_config_is_refused(data_dir, tmp_path, tmp_path_factory):
+  workdir = str(tmp_path / "run")  # a copy of an 8-step run
+  shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), workdir)
+  changed = tiny_config(data_dir, num_train_steps=12, **{"model.width": 0.5})
   with pytest.raises(ValueError, match=r"model.width: 0.25 -> 0.5"):
     checkpointing.Checkpoints(workdir, changed)
   changed.allow_config_change = True
