@@ -15,19 +15,12 @@ import numpy as np
 import pytest
 
 from efficientnet_jax import checkpointing, config_validation, metrics_log, train
-from tests.test_train import REPO, _latest_state, tiny_config, tiny_run
+from tests.test_train import (  # noqa: F401 - data_dir is a fixture, shared with test_train
+    REPO, _latest_state, data_dir, tiny_config, tiny_run)
 
 pytestmark = pytest.mark.faults
 
 EXIT_PREEMPTED = 75
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  from efficientnet_jax import input_pipeline
-  input_pipeline.dataset_info(tiny_config(path))
-  return path
 
 
 NUM_STEPS = 20
