@@ -18,12 +18,16 @@ install: $(STAMP)
 # It does not read pip's configuration, so the extra indexes and wheel folders pip is set up
 # with (a local mirror, say) are handed on; it then takes the best version over all of them,
 # as pip does.
+# --compile-bytecode writes the .pyc files once, in parallel (~21 s here); without it the
+# first processes of the test suite each compile TensorFlow's, JAX's and torch's sources
+# on import, side by side (a fresh clone's suite took 459 s instead of 398 s).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet uv==0.13.9
 	UV_EXTRA_INDEX_URL="$$($(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)" \
 	UV_FIND_LINKS="$${PIP_FIND_LINKS:-}" UV_INDEX_STRATEGY=unsafe-best-match \
-	  $(VENV)/bin/uv pip install --quiet --python $(PYTHON) -r requirements.txt
+	  $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) \
+	    -r requirements.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PYTHON) --no-deps -e .
 	touch $(STAMP)
 
