@@ -24,7 +24,11 @@ class JsonlWriter:
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
     self._text += json.dumps(record) + "\n"
-    self.path.write_text(self._text)
+    # Written beside, then moved over it: a run killed mid-write leaves the old file whole
+    # (a cut-short file would lose every earlier record and break the next run's reads).
+    partial = self.path.parent / (self.path.name + ".partial")
+    partial.write_text(self._text)
+    partial.replace(self.path)
 
 
 def read(path: str) -> list[dict[str, Any]]:
