@@ -50,13 +50,22 @@ def start(data_dir, workdir):
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_step(workdir, step, process, timeout=300):
-  """Blocks until metrics.jsonl shows `step` (the run is past compilation)."""
+def records_so_far(workdir):
+  try:
+    return len(metrics_log.read(workdir))
+  except FileNotFoundError:
+    return 0
+
+
+def wait_for_step(workdir, step, process, earlier_records=0, timeout=300):
+  """Blocks until `process` logs `step` (it is past compilation). metrics.jsonl only
+  grows: its first `earlier_records` records are earlier runs', which may already be past
+  `step`."""
   deadline = time.time() + timeout
   while time.time() < deadline:
     assert process.poll() is None, process.stderr.read()[-3000:]
     try:
-      if any(r["step"] >= step for r in metrics_log.read(workdir)):
+      if any(r["step"] >= step for r in metrics_log.read(workdir)[earlier_records:]):
         return
     except (FileNotFoundError, ValueError):
       pass
@@ -78,8 +87,9 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
   rng = random.Random(0)
   kills = 0
   for _ in range(2):
+    earlier_records = records_so_far(faulty)
     run = start(data_dir, faulty)
-    wait_for_step(faulty, preempted_at + 1, run)
+    wait_for_step(faulty, preempted_at + 1, run, earlier_records)
     time.sleep(rng.uniform(0.0, 2.0))
     if run.poll() is None:
       run.kill()
@@ -147,6 +157,22 @@ def test_nan_steps_are_skipped_and_counted(data_dir, tmp_path, monkeypatch):
   assert [r["nonfinite_steps"] for r in records] == [0.0, 1.0]
   _, state = _latest_state(workdir)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
+
+
+def test_metrics_log_write_cut_short_keeps_the_earlier_records(tmp_path, monkeypatch):
+  writer = metrics_log.JsonlWriter(str(tmp_path))
+  writer.write(1, {"loss": 2.0})
+  path_type = type(writer.path)
+  write_text = path_type.write_text
+
+  def killed_halfway(self, text, *args, **kwargs):
+    write_text(self, text[:10], *args, **kwargs)
+    raise KeyboardInterrupt  # as a kill would stop it: 10 characters written
+
+  monkeypatch.setattr(path_type, "write_text", killed_halfway)
+  with pytest.raises(KeyboardInterrupt):
+    writer.write(2, {"loss": 1.0})
+  assert metrics_log.read(str(tmp_path)) == [{"step": 1, "loss": 2.0}]
 
 
 def test_two_runs_cannot_share_a_workdir(data_dir, tmp_path):
