@@ -83,7 +83,8 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
   preempted_at, _ = _latest_state(faulty)
   assert 6 <= preempted_at < NUM_STEPS
 
-  # 2. SIGKILL at random moments (compiling, training, or inside an async save), twice.
+  # 2. SIGKILL at a random moment 0-2 s after the resumed run logs its first step (mid-step,
+  # or inside an async save), twice.
   rng = random.Random(0)
   kills = 0
   for _ in range(2):
@@ -165,11 +166,11 @@ def test_metrics_log_write_cut_short_keeps_the_earlier_records(tmp_path, monkeyp
   path_type = type(writer.path)
   write_text = path_type.write_text
 
-  def killed_halfway(self, text, *args, **kwargs):
+  def killed_mid_write(self, text, *args, **kwargs):
     write_text(self, text[:10], *args, **kwargs)
     raise KeyboardInterrupt  # as a kill would stop it: 10 characters written
 
-  monkeypatch.setattr(path_type, "write_text", killed_halfway)
+  monkeypatch.setattr(path_type, "write_text", killed_mid_write)
   with pytest.raises(KeyboardInterrupt):
     writer.write(2, {"loss": 1.0})
   assert metrics_log.read(str(tmp_path)) == [{"step": 1, "loss": 2.0}]
