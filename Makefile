@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 tables: $(STAMP)
-	$(PYTHON) scripts/reproduce_tables.py
+	$(VENV)/bin/efficientnet-tables
 
 clean:
 	rm -rf runs

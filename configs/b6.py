@@ -3,10 +3,10 @@
   python -m efficientnet_jax.main --config=configs/b6.py --workdir=runs/b6
 """
 
-from efficientnet_jax import default_config
+from efficientnet_jax.config import defaults
 
 
 def get_config():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.variant = "b6"
   return config

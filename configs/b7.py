@@ -3,10 +3,10 @@
   python -m efficientnet_jax.main --config=configs/b7.py --workdir=runs/b7
 """
 
-from efficientnet_jax import default_config
+from efficientnet_jax.config import defaults
 
 
 def get_config():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.variant = "b7"
   return config

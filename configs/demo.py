@@ -6,11 +6,11 @@ Same code path as ImageNet training (tfds, RMSProp recipe, EMA, exact eval), on 
 training and 360 test images of 32x32. Expected: test top-1 of at least 98% (EMA weights).
 """
 
-from efficientnet_jax import default_config
+from efficientnet_jax.config import defaults
 
 
 def get_config():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.dataset = "digits"
   config.train_split = "train"
   config.eval_split = "test"

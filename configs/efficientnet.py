@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from efficientnet_jax import default_config
+from efficientnet_jax.config import defaults
 
 _PHI_KEYS = {"phi": float, "alpha": float, "beta": float, "gamma": float,
              "resolution_multiple": int}
 
 
 def get_config(arg: str = "b0") -> ml_collections.ConfigDict:
-  config = default_config.get_config()
+  config = defaults.get_config()
   arg = (arg or "b0").strip().lower()
   if arg.startswith("phi="):
     config.model.variant = "phi"

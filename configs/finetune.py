@@ -7,7 +7,7 @@
       --config=configs/finetune.py:dataset=digits_even,weights=runs/demo --workdir=runs/ft_even
 
 The argument is `dataset=NAME[,weights=PATH][,variant=bN]`. `weights` is a converted-weights
-directory (scripts/convert_weights.py) or a training workdir; the model size, padding, BN
+directory (efficientnet-convert) or a training workdir; the model size, padding, BN
 epsilon, resolution and preprocessing are taken from it (a `variant` that disagrees is an
 error), and a new classifier sized for the dataset replaces the old one. Without weights
 the same recipe trains from scratch.
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from efficientnet_jax import default_config
+from efficientnet_jax.config import defaults
 
 # tfds name → (train split, eval split).
 TRANSFER_DATASETS = {
@@ -56,7 +56,7 @@ _KEYS = ("dataset", "weights", "variant")
 
 def get_config(arg: str = "dataset=cifar10") -> ml_collections.ConfigDict:
   options = _parse(arg)
-  config = default_config.get_config()
+  config = defaults.get_config()
   weights, variant = options.get("weights"), options.get("variant")
   if weights:
     from efficientnet_jax import inference  # reads model.json or config.json + metadata

@@ -1,7 +1,7 @@
 """Use trained weights: load them with their settings, classify images, evaluate a split.
 
 Two kinds of weights directory work everywhere here:
-* converted weights (`scripts/convert_weights.py`, `convert.weights_file`): the settings
+* converted weights (`efficientnet-convert`, `convert.weights_file`): the settings
   and preprocessing come from its `model.json`;
 * a training workdir: the EMA weights of its latest checkpoint, the settings from the
   `config.json` it was started with.
@@ -25,11 +25,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from efficientnet_jax import checkpointing, default_config, preprocessing
-from efficientnet_jax import model as model_lib
-from efficientnet_jax.convert import weights_file
+from efficientnet_jax.training import checkpointing
+from efficientnet_jax.config import defaults
+from efficientnet_jax.data import preprocessing
+from efficientnet_jax.models import model as model_lib
+from efficientnet_jax.weights import weights_directory
 
-Loaded = tuple[model_lib.EfficientNet, dict[str, Any], weights_file.WeightsInfo]
+Loaded = tuple[model_lib.EfficientNet, dict[str, Any], weights_directory.WeightsInfo]
 Image = Union[str, os.PathLike, np.ndarray]
 
 
@@ -43,11 +45,11 @@ def is_workdir(path: str | os.PathLike[str]) -> bool:
   return os.path.isdir(os.path.join(os.fspath(path), "checkpoints"))
 
 
-def read_info(path: str | os.PathLike[str]) -> weights_file.WeightsInfo:
+def read_info(path: str | os.PathLike[str]) -> weights_directory.WeightsInfo:
   """The settings of a weights directory or a training workdir, without reading weights."""
   path = os.path.abspath(os.fspath(path))  # Orbax reads no metadata from relative paths
   if not is_workdir(path):
-    return weights_file.read_info(path)
+    return weights_directory.read_info(path)
   config_path = os.path.join(path, "config.json")
   if not os.path.isfile(config_path):
     raise ValueError(f"workdir {path} has no config.json")
@@ -59,7 +61,7 @@ def read_info(path: str | os.PathLike[str]) -> weights_file.WeightsInfo:
       os.path.join(path, "checkpoints", str(step), "state")).item_metadata
   classifier = state["ema_params"].get("classifier")
   num_classes = int(classifier["bias"].shape[0]) if classifier else 0
-  return weights_file.WeightsInfo.from_config(
+  return weights_directory.WeightsInfo.from_config(
       config, num_classes, source={"format": "workdir", "file": os.path.abspath(path),
                                    "step": str(step)})
 
@@ -73,11 +75,11 @@ def load(path: str | os.PathLike[str], **model_overrides: Any) -> Loaded:
   if is_workdir(path):
     variables = jax.tree.map(np.asarray, checkpointing.load_variables(os.fspath(path)))
   else:
-    variables, _ = weights_file.load_weights(path)
+    variables, _ = weights_directory.load_weights(path)
   return info.model(**model_overrides), variables, info
 
 
-def preprocess(images: Image | Sequence[Image], info: weights_file.WeightsInfo) -> np.ndarray:
+def preprocess(images: Image | Sequence[Image], info: weights_directory.WeightsInfo) -> np.ndarray:
   """Image files or uint8 arrays [H, W, 3] → the uint8 batch [N, R, R, 3] the weights
   expect: center crop and bicubic resize as recorded (normalisation happens in `predict`)."""
   import tensorflow as tf  # host-side decoding and resizing, like the input pipeline
@@ -162,10 +164,10 @@ def class_names(num_classes: int) -> list[str] | None:
   return imagenet_class_names() if num_classes == 1000 else None
 
 
-def eval_config(info: weights_file.WeightsInfo, dataset: str, split: str,
+def eval_config(info: weights_directory.WeightsInfo, dataset: str, split: str,
                 data_dir: str | None, batch_size: int) -> ml_collections.ConfigDict:
   """A config that evaluates these weights on `dataset`/`split` with their preprocessing."""
-  config = default_config.get_config()
+  config = defaults.get_config()
   info.update_config(config)
   config.model.num_classes = info.num_classes
   config.dataset = dataset
@@ -179,21 +181,22 @@ def evaluate(weights: str | os.PathLike[str], dataset: str = "imagenet2012",
              split: str = "validation", data_dir: str | None = None,
              batch_size: int = 250) -> dict[str, float]:
   """Top-1, top-5 and loss of the weights over every example of `dataset`/`split`."""
-  from efficientnet_jax import input_pipeline, train  # TF and the training code: lazily
+  from efficientnet_jax.data import input_pipeline
+  from efficientnet_jax.training import trainer  # TF and the training code: lazily
   info = read_info(weights)
   config = eval_config(info, dataset, split, data_dir, batch_size)
-  train.validate(config)  # every config problem, before any weights are read
+  trainer.validate(config)  # every config problem, before any weights are read
   classes = input_pipeline.dataset_info(config).num_classes
   if classes != info.num_classes:
     raise ValueError(f"--dataset={dataset!r} has {classes} classes, the weights in "
                      f"{os.fspath(weights)} {info.num_classes}")
   model, variables, _ = load(weights)
-  mesh = train.make_mesh()
+  mesh = trainer.make_mesh()
   variables = jax.device_put(variables, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()))
-  return train.evaluate(train.compile_eval_step(model, config, mesh), variables["params"],
+  return trainer.evaluate(trainer.compile_eval_step(model, config, mesh), variables["params"],
                         variables["batch_stats"], config, info.resolution,
-                        train.batch_sharding(mesh))
+                        trainer.batch_sharding(mesh))
 
 
 def _latest_step(workdir: str) -> int:

@@ -74,17 +74,17 @@ def main(argv):
     jax.distributed.initialize(
         coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
-  from efficientnet_jax import train
+  from efficientnet_jax.training import trainer
   gc.freeze()
   gc.enable()
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:
-    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.Preempted as e:
+    results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.Preempted as e:
     logging.warning("%s", e)
     sys.exit(EXIT_PREEMPTED)
-  except train.NonFiniteError as e:
+  except trainer.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(EXIT_NONFINITE)
   except jax.errors.JaxRuntimeError as e:

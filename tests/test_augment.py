@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
-from efficientnet_jax import augment
+from efficientnet_jax.data import augment
 
 SEED = tf.constant([3, 4], tf.int64)
 

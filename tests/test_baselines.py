@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from efficientnet_jax import baseline_models, baselines, default_config, optimizers, profiling
-from efficientnet_jax import scaling
+from efficientnet_jax.models import baseline_models, baselines, costs
+from efficientnet_jax.config import defaults
+from efficientnet_jax.training import optimizers
+from efficientnet_jax.models import scaling
 
 # torchvision resnet50/resnet152/mobilenet_v2, Keras MobileNet (trainable), 1000 classes.
 STANDARD_PARAMS = {"resnet50": 25_557_032, "resnet152": 60_192_808,
@@ -16,7 +18,7 @@ STANDARD_PARAMS = {"resnet50": 25_557_032, "resnet152": 60_192_808,
 def test_parameter_counts_are_the_standard_ones(name):
   network = baselines.build(name)
   # Traced from the Flax module (jax.eval_shape, nothing allocated) and from the spec.
-  assert profiling.count_params(baseline_models.BaselineNet(network), 64) == STANDARD_PARAMS[name]
+  assert costs.count_params(baseline_models.BaselineNet(network), 64) == STANDARD_PARAMS[name]
   assert baselines.count_params(network) == STANDARD_PARAMS[name]
 
 
@@ -24,7 +26,7 @@ def test_spec_count_matches_the_module_when_scaled():
   for name, width, depth, classes in (("resnet50", 0.5, 0.6, 10), ("mobilenetv2", 1.3, 0.5, 7)):
     network = baselines.build(name, width, depth)
     module = baseline_models.BaselineNet(network, num_classes=classes)
-    assert profiling.count_params(module, 64) == baselines.count_params(network, classes)
+    assert costs.count_params(module, 64) == baselines.count_params(network, classes)
 
 
 def test_multiply_adds_at_224():
@@ -73,7 +75,7 @@ def test_bad_names_and_multipliers():
 
 
 def _model_config(family):
-  config = default_config.get_config().model
+  config = defaults.get_config().model
   config.family = family  # adds the key where default_config lacks it
   config.width, config.depth, config.resolution = 0.25, 0.25, 32
   config.depthwise_impl = "xla"  # compiles faster than the unrolled CPU default

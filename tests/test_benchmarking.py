@@ -6,7 +6,9 @@ import json
 import jax
 import pytest
 
-from efficientnet_jax import benchmarking, profiling, train
+from efficientnet_jax.research import benchmarking
+from efficientnet_jax.models import costs
+from efficientnet_jax.training import trainer
 
 
 def tiny_config(remat_policy=None):
@@ -37,8 +39,8 @@ def test_measurements_are_well_formed(measured):
     assert (r.variant, r.resolution, r.batch_size, r.dtype) == ("b0", 32, 2, "float32")
   inference, training = results
   assert training.model_flops == 3 * inference.model_flops
-  model, _ = train.create_model(config, benchmarking.NUM_CLASSES)
-  assert inference.model_flops == 2 * 2 * profiling.multiply_adds(model.network, 32)
+  model, _ = trainer.create_model(config, benchmarking.NUM_CLASSES)
+  assert inference.model_flops == 2 * 2 * costs.multiply_adds(model.network, 32)
   assert training.alias_bytes > 0  # the donated state's buffers are reused
   json.dumps([dataclasses.asdict(r) for r in results])
   table = benchmarking.to_markdown(results).splitlines()
@@ -47,11 +49,11 @@ def test_measurements_are_well_formed(measured):
 
 def test_flops_are_xla_s(measured):
   config, results = measured
-  model, resolution = train.create_model(config, benchmarking.NUM_CLASSES)
+  model, resolution = trainer.create_model(config, benchmarking.NUM_CLASSES)
   images = jax.ShapeDtypeStruct((2, resolution, resolution, 3), "uint8")
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, resolution, resolution, 3), "float32"))
-  cost = profiling.xla_cost(benchmarking.inference_fn(model, config), variables, images)
+  cost = costs.xla_cost(benchmarking.inference_fn(model, config), variables, images)
   assert results[0].xla_flops == cost.flops > 0
 
 

@@ -23,9 +23,9 @@ import keras
 import numpy as np
 import pytest
 
-from efficientnet_jax import layers
-from efficientnet_jax.convert import keras as convert_keras
-from efficientnet_jax.convert import strict
+from efficientnet_jax.models import layers
+from efficientnet_jax.weights import keras as convert_keras
+from efficientnet_jax.weights import strict
 
 
 RESOLUTIONS = {

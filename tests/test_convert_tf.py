@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnet_jax import model as model_lib
-from efficientnet_jax import spec
-from efficientnet_jax.convert import tf_checkpoint
+from efficientnet_jax.models import model as model_lib
+from efficientnet_jax.models import spec
+from efficientnet_jax.weights import tf_checkpoint
 
 
 NETWORK = spec.build(1.0, 1.0)

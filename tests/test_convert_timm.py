@@ -23,8 +23,8 @@ import sys
 import numpy as np
 import pytest
 
-from efficientnet_jax.convert import timm as convert_timm
-from efficientnet_jax.convert import weights_file
+from efficientnet_jax.weights import timm as convert_timm
+from efficientnet_jax.weights import weights_directory
 
 import jax
 
@@ -151,8 +151,8 @@ def test_variant_inferred_and_pth_equals_safetensors(reference):
 def test_saved_directory_records_the_settings(reference, tmp_path):
   variables, info = convert_timm.timm_variables(reference / "efficientnet_b0.safetensors",
                                                 timm_name="efficientnet_b0.ra_in1k")
-  weights_file.save_weights(tmp_path / "w", variables, info)
-  loaded, loaded_info = weights_file.load_weights(tmp_path / "w")
+  weights_directory.save_weights(tmp_path / "w", variables, info)
+  loaded, loaded_info = weights_directory.load_weights(tmp_path / "w")
   assert loaded_info == info
   assert (info.padding, info.bn_epsilon, info.resolution, info.crop_padding) == (
       "symmetric", 1e-5, 224, 32)

@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from efficientnet_jax import metrics_log
+from efficientnet_jax.training import metrics_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.slow, pytest.mark.faults]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnet_jax import ema
+from efficientnet_jax.training import ema
 
 
 def test_ema_decay_values():

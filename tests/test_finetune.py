@@ -1,5 +1,5 @@
 """Fine-tuning: a digits model (test_inference's tiny run) onto the even digits, 5 classes,
-through configs/finetune.py and train.py."""
+through configs/finetune.py and trainer.py."""
 
 import importlib.util
 import json
@@ -12,7 +12,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from efficientnet_jax import checkpointing, finetune, input_pipeline, train
+from efficientnet_jax.training import checkpointing, freezing, trainer
+from efficientnet_jax.data import input_pipeline
 from test_inference import trained_digits_workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_freeze_backbone_for_zeroes_then_thaws():
   params = {"stem_conv": {"conv": {"kernel": np.ones((2, 2))}},
             "classifier": {"kernel": np.ones((2, 3)), "bias": np.ones(3)}}
   grads = jax.tree.map(lambda x: np.full_like(x, 2.0), params)
-  tx = finetune.freeze_backbone_for(optax.sgd(0.1, momentum=0.9), steps=2)
+  tx = freezing.freeze_backbone_for(optax.sgd(0.1, momentum=0.9), steps=2)
   state = tx.init(params)
   for step in range(3):
     updates, state = tx.update(grads, state, params)
@@ -46,9 +47,9 @@ def test_freeze_backbone_for_zeroes_then_thaws():
     # because its momentum buffer saw no gradient while frozen.
     np.testing.assert_allclose(head, -0.2 * sum(0.9**i for i in range(step + 1)), rtol=1e-6)
     np.testing.assert_array_equal(backbone, 0.0 if step < 2 else np.float32(-0.2))
-  assert finetune.freeze_backbone_for(optax.sgd(0.1), 0) is not None
+  assert freezing.freeze_backbone_for(optax.sgd(0.1), 0) is not None
   with pytest.raises(ValueError, match="frozen backbone steps must be >= 0"):
-    finetune.freeze_backbone_for(optax.sgd(0.1), -1)
+    freezing.freeze_backbone_for(optax.sgd(0.1), -1)
 
 
 def test_finetune_config_takes_the_weights_settings(tmp_path_factory):
@@ -73,7 +74,7 @@ def restore(workdir, step):
 
 
 def test_finetune_onto_even_digits(tmp_path_factory):
-  """train.py fine-tunes the digits model onto 5 classes: head first, BN frozen throughout."""
+  """trainer.py fine-tunes the digits model onto 5 classes: head first, BN frozen throughout."""
   base = tmp_path_factory.getbasetemp()
   workdir, pretrain = trained_digits_workdir(tmp_path_factory)
   config = finetune_config(f"dataset=digits_even,weights={workdir}")
@@ -90,7 +91,7 @@ def test_finetune_onto_even_digits(tmp_path_factory):
   config.checkpoint_every_steps = FROZEN_STEPS
   config.keep_checkpoints = STEPS // FROZEN_STEPS
   out = tmp_path_factory.mktemp("finetune")
-  results = train.train_and_evaluate(config, str(out))
+  results = trainer.train_and_evaluate(config, str(out))
 
   pretrained = {**flat({"params": checkpointing.load_variables(str(workdir))["params"]}),
                 **flat({"batch_stats": checkpointing.load_variables(str(workdir))["batch_stats"]})}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from efficientnet_jax import default_config, image_folder, input_pipeline
+from efficientnet_jax.config import defaults
+from efficientnet_jax.data import image_folder, input_pipeline
 
 
 def _write(path, value, mode="RGB", fmt=None, size=16):
@@ -43,7 +44,7 @@ def _make_folder(root):
 
 
 def _config(root, **overrides):
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.dataset = f"folder:{root}"
   config.train_split, config.eval_split = "train", "val"
   config.batch_size = 2

@@ -2,7 +2,7 @@
 
 The workdir comes from `train_and_evaluate` on the demo config shrunk to width and depth
 0.25 (`trained_digits_workdir`, also used by test_finetune.py): the checks compare against
-numbers that run itself produced. scripts/evaluate.py and scripts/convert_weights.py run
+numbers that run itself produced. efficientnet-evaluate and efficientnet-convert run
 as the user runs them, in a child process.
 """
 
@@ -19,10 +19,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 import efficientnet_jax
-from efficientnet_jax import checkpointing, inference
-from efficientnet_jax.convert import strict
-from efficientnet_jax.convert import timm as convert_timm
-from efficientnet_jax.convert import weights_file
+from efficientnet_jax.training import checkpointing
+from efficientnet_jax import inference
+from efficientnet_jax.weights import strict
+from efficientnet_jax.weights import timm as convert_timm
+from efficientnet_jax.weights import weights_directory
 from tests.session_cache import shared_once
 
 
@@ -56,8 +57,8 @@ def tiny_digits_config(data_dir):
 def trained_digits_workdir(tmp_path_factory):
   """(workdir, final eval metrics) of a tiny digits run, trained once per test session."""
   def build(workdir):
-    from efficientnet_jax import train
-    results = train.train_and_evaluate(tiny_digits_config(workdir.parent / "tfds"),
+    from efficientnet_jax.training import trainer
+    results = trainer.train_and_evaluate(tiny_digits_config(workdir.parent / "tfds"),
                                        str(workdir))
     (workdir / "final_eval.json").write_text(json.dumps(results))
 
@@ -82,7 +83,9 @@ def test_split(trained):
 def run_script(name, *args):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                       os.environ.get("PYTHONPATH", "")])}
-  done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+  # The installed console command, as a user runs it.
+  command = os.path.join(os.path.dirname(sys.executable), name)
+  done = subprocess.run([command, *map(str, args)],
                         cwd=ROOT, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
   return done.stdout
@@ -107,7 +110,7 @@ def test_load_workdir_gives_its_ema_weights_and_settings(trained):
 def test_evaluate_script_reproduces_the_training_eval(trained):
   """Same weights, same pipeline, another batch size (padding masked): same numbers."""
   workdir, final = trained
-  out = run_script("evaluate.py", f"--weights={workdir}", "--dataset=digits", "--split=test",
+  out = run_script("efficientnet-evaluate", f"--weights={workdir}", "--dataset=digits", "--split=test",
                    f"--data_dir={workdir.parent / 'tfds'}", "--batch_size=64")
   results = json.loads(out.strip().splitlines()[-1])
   assert results["num_examples"] == 360.0 == final["eval_num_examples"]
@@ -127,7 +130,7 @@ def test_predict_agrees_with_evaluation(trained, test_split, tmp_path):
   np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
   model, variables, info = efficientnet_jax.load(workdir)
-  weights_file.save_weights(tmp_path / "w", variables, info)
+  weights_directory.save_weights(tmp_path / "w", variables, info)
   assert efficientnet_jax.predict(list(images), tmp_path / "w", top_k=10) == predictions
   assert efficientnet_jax.load(tmp_path / "w")[2] == info
   jax.tree.map(np.testing.assert_array_equal, variables,  # what config.init_from reads
@@ -137,10 +140,10 @@ def test_predict_agrees_with_evaluation(trained, test_split, tmp_path):
 def test_convert_script_writes_a_weights_directory(tmp_path):
   """A timm-named state dict (our random B0 laid out the PyTorch way) → convert_weights.py."""
   from safetensors.numpy import save_file
-  info = weights_file.WeightsInfo(variant="b0", width=1.0, depth=1.0, num_classes=1000,
+  info = weights_directory.WeightsInfo(variant="b0", width=1.0, depth=1.0, num_classes=1000,
                                   padding="symmetric", bn_epsilon=1e-5, dropout_rate=0.2,
-                                  resolution=224, mean_rgb=weights_file.IMAGENET_MEAN_RGB,
-                                  stddev_rgb=weights_file.IMAGENET_STDDEV_RGB)
+                                  resolution=224, mean_rgb=weights_directory.IMAGENET_MEAN_RGB,
+                                  stddev_rgb=weights_directory.IMAGENET_STDDEV_RGB)
   model = info.model(depthwise_impl="xla")
   rng = np.random.default_rng(0)
   flat = {k: rng.normal(size=shape).astype(np.float32)
@@ -150,11 +153,11 @@ def test_convert_script_writes_a_weights_directory(tmp_path):
            for name, rule in convert_timm.rules(model.network, 1000).items()}
   state["bn1.num_batches_tracked"] = np.array(7, np.int64)
   save_file(state, tmp_path / "b0.safetensors")
-  out = run_script("convert_weights.py", tmp_path / "b0.safetensors", tmp_path / "w",
+  out = run_script("efficientnet-convert", tmp_path / "b0.safetensors", tmp_path / "w",
                    "--format=timm", "--timm_name=efficientnet_b0", "--resolution=256",
                    "--crop_fraction=0.95")
   assert out.startswith(f"wrote {tmp_path / 'w'}")
-  loaded, got = weights_file.load_weights(tmp_path / "w")
+  loaded, got = weights_directory.load_weights(tmp_path / "w")
   assert (got.variant, got.padding, got.bn_epsilon, got.resolution, got.crop_fraction) == (
       "b0", "symmetric", 1e-5, 256, 0.95)
   assert got.source["timm_name"] == "efficientnet_b0"
@@ -179,9 +182,9 @@ def test_bad_input_is_named(trained, tmp_path):
   with pytest.raises(ValueError, match="does not exist"):
     efficientnet_jax.predict(tmp_path / "absent.png", workdir)
   model, variables, info = efficientnet_jax.load(workdir)
-  weights_file.save_weights(tmp_path / "w", variables, info)
+  weights_directory.save_weights(tmp_path / "w", variables, info)
   with pytest.raises(ValueError, match="exists and is not empty"):
-    weights_file.save_weights(tmp_path / "w", variables, info)
+    weights_directory.save_weights(tmp_path / "w", variables, info)
   data = json.loads((tmp_path / "w" / "model.json").read_text())
   del data["preprocessing"]["crop_padding"]
   (tmp_path / "w" / "model.json").write_text(json.dumps(data))
@@ -190,7 +193,7 @@ def test_bad_input_is_named(trained, tmp_path):
   variables["params"]["head_bn"]["scale"] = np.ones(7, np.float32)
   del variables["batch_stats"]["stem_bn"]["mean"]
   with pytest.raises(ValueError) as error:
-    weights_file.save_weights(tmp_path / "w2", variables, info)
+    weights_directory.save_weights(tmp_path / "w2", variables, info)
   assert "missing batch_stats/stem_bn/mean (8,)" in str(error.value)
   assert "wrong shape params/head_bn/scale (7,), model has (320,)" in str(error.value)
   assert not (tmp_path / "w2").exists()

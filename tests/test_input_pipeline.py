@@ -1,5 +1,5 @@
 """The digits builder, the train/eval pipelines (sharding, exact eval, resume, augmentation),
-ImageNet through scripts/prepare_imagenet.py, and validate()."""
+ImageNet through efficientnet-prepare-imagenet, and validate()."""
 
 import collections
 import hashlib
@@ -16,7 +16,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import datasets
 
-from efficientnet_jax import default_config, input_pipeline
+from efficientnet_jax.config import defaults
+from efficientnet_jax.data import input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,7 @@ def digits_dir(tmp_path_factory):
 
 
 def _config(data_dir, **overrides):
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.dataset = "digits"
   config.data_dir = data_dir
   config.train_split = "train"
@@ -201,10 +202,10 @@ def _add(tar, name, data):
 
 def test_imagenet_prepared_by_the_script_and_read_as_jpeg(tmp_path):
   """A miniature ILSVRC2012 in the real archive layout, prepared by
-  scripts/prepare_imagenet.py (the tfds imagenet2012 builder), then read with the
+  efficientnet-prepare-imagenet (the tfds imagenet2012 builder), then read with the
   decode-the-crop path and the minival-style held-out slice of train."""
   data_dir, manual = tmp_path / "tfds", tmp_path / "tfds" / "downloads" / "manual"
-  script = [sys.executable, os.path.join(REPO, "scripts", "prepare_imagenet.py"),
+  script = [os.path.join(os.path.dirname(sys.executable), "efficientnet-prepare-imagenet"),
             f"--data_dir={data_dir}"]
   rng = np.random.default_rng(0)
   os.makedirs(manual)
@@ -224,7 +225,7 @@ def test_imagenet_prepared_by_the_script_and_read_as_jpeg(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert "train 10, validation 3" in result.stdout
 
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.data_dir, config.batch_size, config.input.shuffle_buffer = str(data_dir), 4, 8
   config.train_split, config.eval_split = "train[:-3]", "train[-3:]"
   input_pipeline.validate(config)
@@ -258,7 +259,7 @@ def test_validate_accepts_digits_and_rejects_bad_batches(digits_dir):
 
 
 def test_validate_unknown_dataset_suggests_close_names():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.dataset = "imagenet2021"
   with pytest.raises(ValueError, match=r"config.dataset='imagenet2021'.*'imagenet2012'"):
     input_pipeline.validate(config)
@@ -267,7 +268,7 @@ def test_validate_unknown_dataset_suggests_close_names():
 def test_validate_imagenet_without_data_dir(tmp_path, monkeypatch):
   # An empty default data dir, so a machine that has imagenet prepared still sees none.
   monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path))
-  config = default_config.get_config()
+  config = defaults.get_config()
   assert config.dataset == "imagenet2012" and config.data_dir is None
   with pytest.raises(ValueError) as error:
     input_pipeline.validate(config)
@@ -275,7 +276,7 @@ def test_validate_imagenet_without_data_dir(tmp_path, monkeypatch):
   assert "config.data_dir is not set" in message
   assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
   assert "<data_dir>/downloads/manual/" in message
-  assert "python scripts/prepare_imagenet.py --data_dir=<data_dir>" in message
+  assert "efficientnet-prepare-imagenet --data_dir=<data_dir>" in message
 
 
 def test_validate_bad_split(digits_dir):
@@ -290,7 +291,7 @@ def test_validate_bad_split(digits_dir):
                                        ("randaug_layers", -1), ("mixup_alpha", -0.1),
                                        ("shuffle_buffer", 0)])
 def test_validate_bad_input_settings(key, value):
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.input.augment = "randaugment"
   config.input[key] = value
   with pytest.raises(ValueError, match=f"config.input.{key}"):

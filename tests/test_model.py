@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from efficientnet_jax import layers, model, profiling, scaling, spec
-from efficientnet_jax import default_config
+from efficientnet_jax.models import layers, model, costs, scaling, spec
+from efficientnet_jax.config import defaults
 
 REFERENCE_PARAMS = {
     "b0": 5_288_548, "b1": 7_794_184, "b2": 9_109_994, "b3": 12_233_232,
@@ -58,7 +58,7 @@ def apply(m, variables, x, train=False, dropout_seed=0):
 def test_parameter_count_is_exact(name):
   s = scaling.variant(name)
   m = model.EfficientNet(spec.build(s.width, s.depth), num_classes=1000)
-  assert profiling.count_params(m, resolution=64) == REFERENCE_PARAMS[name]
+  assert costs.count_params(m, resolution=64) == REFERENCE_PARAMS[name]
 
 
 def test_batch_stats_cover_every_bn():
@@ -92,22 +92,22 @@ def test_resolution_below_total_stride_raises():
   m = tiny()
   with pytest.raises(ValueError, match="smaller than the network's total stride 32"):
     m.init(jax.random.key(0), jnp.ones((1, 31, 64, 3)))
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.resolution = 16
   with pytest.raises(ValueError, match="config.model.resolution 16"):
     model.create(config.model, 10)
 
 
 def test_create_validates_config():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.dtype = "float16"
   with pytest.raises(ValueError, match="config.model.dtype"):
     model.create(config.model, 10)
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.padding = "valid"
   with pytest.raises(ValueError, match="config.model.padding"):
     model.create(config.model, 10)
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.variant = "b12"
   with pytest.raises(ValueError, match="unknown EfficientNet variant 'b12'"):
     model.create(config.model, 10)
@@ -248,7 +248,7 @@ def test_remat_gives_the_same_gradients(policy):
 
 
 def test_unknown_remat_policy_is_refused():
-  config = default_config.get_config()
+  config = defaults.get_config()
   config.model.remat_policy = "some"
   with pytest.raises(ValueError, match="config.model.remat_policy"):
     model.create(config.model, 10)

@@ -9,14 +9,14 @@ import optax
 import pytest
 import tensorflow as tf
 
-from efficientnet_jax import default_config
-from efficientnet_jax import optimizers
+from efficientnet_jax.config import defaults
+from efficientnet_jax.training import optimizers
 
 STEPS_PER_EPOCH = 1281167 / 4096  # ImageNet at the paper's batch
 
 
 def _config(**overrides):
-  config = default_config.get_config()
+  config = defaults.get_config()
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from efficientnet_jax import preprocessing
+from efficientnet_jax.data import preprocessing
 
 
 def _pattern(height: int, width: int) -> np.ndarray:

@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, config_validation, metrics_log, train
+from efficientnet_jax.training import checkpointing, metrics_log, trainer
+from efficientnet_jax.config import validation
 from tests.test_train import (  # noqa: F401 - data_dir is a fixture, shared with test_train
     REPO, _latest_state, data_dir, tiny_config, tiny_run)
 
@@ -101,10 +102,10 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
 
   # 3. A final restart (here in this process: the same config and, through JAX's cache,
   # the same program) finishes; the result equals an uninterrupted run's, bitwise.
-  train.train_and_evaluate(main_config(data_dir), faulty)
+  trainer.train_and_evaluate(main_config(data_dir), faulty)
   straight_config = main_config(data_dir)
   straight_config.checkpoint_every_steps = NUM_STEPS  # only its final state is compared
-  train.train_and_evaluate(straight_config, straight)
+  trainer.train_and_evaluate(straight_config, straight)
   (step_a, a), (step_b, b) = _latest_state(straight), _latest_state(faulty)
   assert step_a == step_b == NUM_STEPS
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -126,7 +127,7 @@ def test_corrupted_latest_checkpoint_is_reported_and_skipped(data_dir, tmp_path,
           f.truncate(16)
         damaged += 1
   assert damaged
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=12,
+  trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=12,
                                        checkpoint_every_steps=4), workdir)
   names = os.listdir(os.path.join(workdir, "checkpoints"))
   assert any(n.startswith("8.unreadable-") for n in names), names  # kept, not deleted
@@ -138,22 +139,22 @@ def test_corrupted_latest_checkpoint_is_reported_and_skipped(data_dir, tmp_path,
 
 
 def test_nan_stops_with_the_step_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(train, "_INJECT_NAN_AT_STEP", 6)
+  monkeypatch.setattr(trainer, "_INJECT_NAN_AT_STEP", 6)
   workdir = str(tmp_path / "run")
   config = tiny_config(data_dir, num_train_steps=12, log_every_steps=4,
                        checkpoint_every_steps=4)
-  with pytest.raises(train.NonFiniteError, match=r"at step 6 .*Last checkpoint: step 4"):
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(trainer.NonFiniteError, match=r"at step 6 .*Last checkpoint: step 4"):
+    trainer.train_and_evaluate(config, workdir)
   step, state = _latest_state(workdir)
   assert step == 4
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
 
 
 def test_nan_steps_are_skipped_and_counted(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(train, "_INJECT_NAN_AT_STEP", 6)
+  monkeypatch.setattr(trainer, "_INJECT_NAN_AT_STEP", 6)
   workdir = str(tmp_path / "run")
   config = tiny_config(data_dir, num_train_steps=8, log_every_steps=4, on_nonfinite="skip")
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   records = [r for r in metrics_log.read(workdir) if "loss" in r]
   assert [r["nonfinite_steps"] for r in records] == [0.0, 1.0]
   _, state = _latest_state(workdir)
@@ -180,7 +181,7 @@ def test_two_runs_cannot_share_a_workdir(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   with checkpointing.WorkdirLock(workdir):
     with pytest.raises(ValueError, match=r"is in use by pid \d+"):
-      train.train_and_evaluate(tiny_config(data_dir), workdir)
+      trainer.train_and_evaluate(tiny_config(data_dir), workdir)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # nothing was touched
 
 
@@ -234,5 +235,5 @@ def test_bad_config_names_the_key(key, value, message, data_dir):
     node = node.setdefault(p, {})
   node[leaf] = value
   with pytest.raises(ValueError) as error:
-    config_validation.validate(ml_collections.ConfigDict(raw))
+    validation.validate(ml_collections.ConfigDict(raw))
   assert message in str(error.value)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from efficientnet_jax import scaling
+from efficientnet_jax.models import scaling
 from configs import efficientnet as efficientnet_config
 
 

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from efficientnet_jax import metrics_log, scaling_results, sweep
+from efficientnet_jax.training import metrics_log
+from efficientnet_jax.research import sweep_results, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "demo.py")
@@ -42,7 +43,7 @@ def demo_sweep(tmp_path_factory):
 
 def test_load_reads_sizes_and_last_eval(demo_sweep):
   sweep_dir, runs = demo_sweep
-  results = scaling_results.load(sweep_dir)
+  results = sweep_results.load(sweep_dir)
   assert [r.name for r in results.results] == [r.name for r in runs]
   for result, run in zip(results.results, runs):
     assert (result.params, result.multiply_adds, result.resolution) == (
@@ -56,12 +57,12 @@ def test_load_reads_sizes_and_last_eval(demo_sweep):
 
 
 def test_tables(demo_sweep):
-  results = scaling_results.load(demo_sweep[0])
-  rows = {row[0]: row for row in scaling_results.size_accuracy_rows(results)}
+  results = sweep_results.load(demo_sweep[0])
+  rows = {row[0]: row for row in sweep_results.size_accuracy_rows(results)}
   assert rows["phi_0"][1:9] == ("baseline", "0.250", "0.250", 32, "126,822", "0.0005004",
                                 "80.0", "100.0")
   assert rows["resolution_1.5"][1] == "r=1.5" and rows["phi_2"][7] == ""  # not trained yet
-  table3 = scaling_results.table3_rows(results)
+  table3 = sweep_results.table3_rows(results)
   # By cost; width_1 is phi_0's network, listed once.
   assert [(row[1], row[6]) for row in table3] == [
       ("baseline", "80.0"), ("d=3", "84.0"), ("w=2", "86.0"), ("φ=1", "90.0"),
@@ -70,8 +71,8 @@ def test_tables(demo_sweep):
 
 
 def test_figures(demo_sweep, tmp_path):
-  results = scaling_results.load(demo_sweep[0])
-  fig = scaling_results.compound_figure(results)
+  results = sweep_results.load(demo_sweep[0])
+  fig = sweep_results.compound_figure(results)
   ax = fig.axes[0]
   assert ax.get_xscale() == "log"
   assert "multiply-adds" in ax.get_xlabel() and "top-1" in ax.get_ylabel()
@@ -85,12 +86,12 @@ def test_figures(demo_sweep, tmp_path):
                                         runs["phi_1"].multiply_adds / 1e6]
   assert list(compound.get_ydata()) == pytest.approx([80.0, 90.0])
   assert list(by_label["depth only"].get_ydata()) == pytest.approx([80.0, 84.0])
-  fig3 = scaling_results.single_dimension_figure(results)
+  fig3 = sweep_results.single_dimension_figure(results)
   assert [a.get_title() for a in fig3.axes] == [
       "Scaling width only", "Scaling depth only", "Scaling resolution only"]
   assert all(a.get_xscale() == "log" and a.get_legend() for a in fig3.axes)
 
-  markdown, figures = scaling_results.report(results, str(tmp_path))
+  markdown, figures = sweep_results.report(results, str(tmp_path))
   assert [os.path.basename(f) for f in figures] == [
       "figure3_single_dimension.png", "figure8_compound.png"]
   for path in figures:
@@ -110,11 +111,11 @@ def test_plain_runs_a_named_variant_and_a_baseline_family(tmp_path):
   net.model.family = "mobilenetv2"  # as config.json holds it once config.model.family exists
   net.model.width, net.model.depth = 2.0, 1.0
   write_run(str(tmp_path / "mnv2_w2"), net, [(10, 0.5)])
-  results = scaling_results.load(str(tmp_path), num_classes=1000)
-  rows = {row[0]: row for row in scaling_results.size_accuracy_rows(results)}
+  results = sweep_results.load(str(tmp_path), num_classes=1000)
+  rows = {row[0]: row for row in sweep_results.size_accuracy_rows(results)}
   assert rows["b0"][5:] == ("5,288,548", "0.3858", "77.1", "100.0", "5.3M", "0.39", "77.1")
   assert rows["mnv2_w2"][5] == "11,258,088"  # MobileNetV2 ×2 wide, 1000 classes
-  assert results.base is None and scaling_results.compound_figure(results) is None
+  assert results.base is None and sweep_results.compound_figure(results) is None
 
 
 def test_table3_beside_the_paper(tmp_path):
@@ -130,8 +131,8 @@ def test_table3_beside_the_paper(tmp_path):
   write_run(str(tmp_path / "base"), base, [(5, 0.7)])
   base.model.width = 2.0
   write_run(str(tmp_path / "wide"), base, [(5, 0.75)])
-  results = scaling_results.load(str(tmp_path), num_classes=1000)
-  assert scaling_results.table3_rows(results) == [
+  results = sweep_results.load(str(tmp_path), num_classes=1000)
+  assert sweep_results.table3_rows(results) == [
       ("mobilenetv2", "baseline", "1.000", "1.000", 224, "0.3008", "70.0", "baseline", "0.3",
        "72.0"),
       ("mobilenetv2", "w=2", "2.000", "1.000", 224, "1.137", "75.0", "w=2", "1.1", "76.4")]
@@ -146,20 +147,20 @@ def test_grid_report(tmp_path):
   for run, accuracy in zip(runs[:-1], top1):  # the last candidate is not evaluated
     config = sweep.load_config(DEMO, sweep.override_flags(TINY) + list(run.flags))
     write_run(run.workdir, config, [(9, accuracy)])
-  results = scaling_results.load(str(tmp_path))
-  ranked = scaling_results.grid_results(results)
+  results = sweep_results.load(str(tmp_path))
+  ranked = sweep_results.grid_results(results)
   assert [r.name for r in ranked] == [r.name for r in runs[-2::-1]] + [runs[-1].name]
-  best = scaling_results.best_grid(results)
+  best = sweep_results.best_grid(results)
   assert best.name == runs[-2].name
-  rows = scaling_results.grid_rows(results)
+  rows = sweep_results.grid_rows(results)
   assert rows[0][0] == 1 and float(rows[0][4]) == pytest.approx(
       best.alpha * best.beta**2 * best.gamma**2, abs=1e-3)
-  markdown, _ = scaling_results.report(results, str(tmp_path))
+  markdown, _ = sweep_results.report(results, str(tmp_path))
   assert f"Best: α={best.alpha:g}, β={best.beta:g}, γ={best.gamma:g}" in markdown
 
 
 def test_baseline_sizes_for_the_paper_settings():
-  rows = {(r[0], r[1]): r for r in scaling_results.baseline_size_rows()}
+  rows = {(r[0], r[1]): r for r in sweep_results.baseline_size_rows()}
   assert rows[("resnet50", "baseline")][4:8] == (224, "25,557,032", "4.089", "4.1")
   assert rows[("mobilenetv1", "r=2")][4:7] == (448, "4,231,976", "2.272")
   assert rows[("mobilenetv2", "compound")][2:5] == ("1.210", "1.440", 296)
@@ -167,4 +168,4 @@ def test_baseline_sizes_for_the_paper_settings():
 
 def test_missing_directory():
   with pytest.raises(ValueError, match="--sweep_dir=/nonexistent"):
-    scaling_results.load("/nonexistent")
+    sweep_results.load("/nonexistent")

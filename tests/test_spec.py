@@ -2,7 +2,7 @@
 
 import pytest
 
-from efficientnet_jax import scaling, spec
+from efficientnet_jax.models import scaling, spec
 
 # Per-stage repeats and output channels, stem and head of the released models.
 REFERENCE = {

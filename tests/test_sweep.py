@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
-from efficientnet_jax import model as model_lib
-from efficientnet_jax import profiling, scaling, spec, sweep
+from efficientnet_jax.models import model as model_lib
+from efficientnet_jax.models import costs, scaling, spec
+from efficientnet_jax.research import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "demo.py")
@@ -33,7 +34,7 @@ def test_phi_on_b0_is_the_formula_alone():
   size = scaling.compound(2.5)
   assert (runs[1].width, runs[1].depth, runs[1].resolution) == (
       size.width, size.depth, size.resolution)
-  assert runs[0].params == 5_288_548 and runs[0].multiply_adds == profiling.multiply_adds(
+  assert runs[0].params == 5_288_548 and runs[0].multiply_adds == costs.multiply_adds(
       spec.build(1, 1), 224)
   assert runs[1].workdir == "gs://bucket/phi/phi_2.5"
 
@@ -60,15 +61,15 @@ def test_phi_and_single_dimensions_scale_the_base_config():
   config = sweep.load_config(DEMO, sweep.override_flags(TINY) + list(phi2.flags))
   model, size = model_lib.create(config.model, num_classes=10)
   assert size.resolution == 44
-  assert phi2.params == profiling.count_params(model, 44)
-  assert phi2.multiply_adds == profiling.multiply_adds(model.network, 44, 10)
+  assert phi2.params == costs.count_params(model, 44)
+  assert phi2.multiply_adds == costs.multiply_adds(model.network, 44, 10)
 
 
 def test_efficientnet_params_from_the_spec_are_exact():
   for name, params in (("b0", 5_288_548), ("b3", 12_233_232), ("b7", 66_347_960)):
     s = scaling.variant(name)
     assert sweep.efficientnet_params(spec.build(s.width, s.depth), 1000) == params
-  assert sweep.efficientnet_params(spec.build(0.3, 0.7), 0) == profiling.count_params(
+  assert sweep.efficientnet_params(spec.build(0.3, 0.7), 0) == costs.count_params(
       model_lib.EfficientNet(spec.build(0.3, 0.7), num_classes=0), 32)
 
 
@@ -219,7 +220,7 @@ def test_local_backend_trains_once_and_resumes(tmp_path):
 
 def test_cli_dry_run_prints_the_runs_and_script():
   out = subprocess.run(
-      [sys.executable, "scripts/sweep.py", f"--config={DEMO}", "--sweep_dir=/shared/s",
+      [os.path.join(os.path.dirname(sys.executable), "efficientnet-sweep"), f"--config={DEMO}", "--sweep_dir=/shared/s",
        "--phi=0", "--width=2", "--num_classes=10", "--backend=slurm", "--nodes=2",
        "--dry-run", *[f"--override={o}" for o in TINY]],
       cwd=REPO, capture_output=True, text=True, check=True).stdout

@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import demo
-from efficientnet_jax import checkpointing, input_pipeline, metrics_log, train
+from efficientnet_jax.training import checkpointing, metrics_log, trainer
+from efficientnet_jax.data import input_pipeline
 from tests.session_cache import shared_once
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,7 @@ def tiny_run(tmp_path_factory, data_dir, num_train_steps: int) -> str:
   once per test session (shared between files and workers: copy it to change it)."""
   return str(shared_once(
       tmp_path_factory, f"tiny_run_{num_train_steps}",
-      lambda path: train.train_and_evaluate(
+      lambda path: trainer.train_and_evaluate(
           tiny_config(data_dir, num_train_steps=num_train_steps), str(path))))
 
 
@@ -78,7 +79,8 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     import functools, json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from efficientnet_jax import input_pipeline, optimizers, preprocessing, train, metrics_log
+    from efficientnet_jax.data import input_pipeline, preprocessing
+    from efficientnet_jax.training import optimizers, trainer, metrics_log
     from tests.test_train import tiny_config
 
     results = {{"devices": jax.device_count()}}
@@ -94,7 +96,7 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     config.input.random_flip = False
     config.schedule.warmup_epochs = 0.0
     config.optimizer.base_learning_rate = 0.1
-    final = train.train_and_evaluate(config, {str(tmp_path / "run")!r})
+    final = trainer.train_and_evaluate(config, {str(tmp_path / "run")!r})
     records = metrics_log.read({str(tmp_path / "run")!r})
     losses = [r["loss"] for r in records if "loss" in r]
     results.update(losses=losses, eval_examples=final["eval_num_examples"],
@@ -113,8 +115,8 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     for group in (0, 2):
       cfg = config.copy_and_resolve_references()
       cfg.bn_group_size = group
-      mesh = train.make_mesh(group)
-      model, resolution = train.create_model(cfg, 10)
+      mesh = trainer.make_mesh(group)
+      model, resolution = trainer.create_model(cfg, 10)
       lr = optimizers.learning_rate_fn(cfg, steps_per_epoch)
       tx = optimizers.create_optimizer(cfg, lr)
       if group == 0:
@@ -122,13 +124,13 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
         # As the run initialises (the same program, from JAX's cache); a host copy, since
         # the step donates its input.
         initial = jax.device_get(jax.jit(
-            functools.partial(train.create_train_state, model, tx, resolution),
+            functools.partial(trainer.create_train_state, model, tx, resolution),
             out_shardings=NamedSharding(mesh, P()))(jax.random.key(0)))
         variables = {{"params": initial.params, "batch_stats": initial.batch_stats}}
       # The same initial state on this mesh (init has no BN reduction to group).
       state = jax.device_put(initial, NamedSharding(mesh, P()))
-      sharded = jax.device_put(batch, train.batch_sharding(mesh))
-      step = train.compile_train_step(model, tx, lr, cfg, mesh)
+      sharded = jax.device_put(batch, trainer.batch_sharding(mesh))
+      step = trainer.compile_train_step(model, tx, lr, cfg, mesh)
       new_state, _ = step(state, sharded, jax.random.key(1))
       stem_vars[group] = np.asarray(new_state.batch_stats["stem_bn"]["var"])
 
@@ -148,7 +150,7 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
 
     # 3. A batch that does not split over the devices is refused before compiling.
     try:
-      train.validate(tiny_config({data_dir!r}, batch_size=6))
+      trainer.validate(tiny_config({data_dir!r}, batch_size=6))
     except ValueError as e:
       results["batch_error"] = str(e)
     print(json.dumps(results))
@@ -177,7 +179,7 @@ def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path, tmp_path_
   straight, resumed = tiny_run(tmp_path_factory, data_dir, 12), str(tmp_path / "resumed")
   shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), resumed)
   assert _latest_state(resumed)[0] == 8
-  train.train_and_evaluate(tiny_config(data_dir, num_train_steps=12), resumed)
+  trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=12), resumed)
   (step_a, a), (step_b, b) = _latest_state(straight), _latest_state(resumed)
   assert step_a == step_b == 12
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -231,4 +233,4 @@ def test_bad_config_is_refused_before_compiling(data_dir, overrides, message):
       node = node[p]
     node[leaf] = value
   with pytest.raises(ValueError, match=message):
-    train.validate(config)
+    trainer.validate(config)

@@ -1,0 +1,41 @@
+"""Classify image files with converted weights or a training workdir; print the top classes.
+
+  efficientnet-predict --weights=weights/b0 cat.jpg dog.png
+  efficientnet-predict --weights=runs/demo --top_k=3 digit.png
+
+Each image is center-cropped, resized (bicubic) and normalised as recorded with the
+weights. ImageNet weights (1000 classes) print synset ids, with readable names when timm is
+installed; other weights print class indices.
+"""
+
+from __future__ import annotations
+
+
+from absl import app, flags
+
+from efficientnet_jax import inference
+
+_WEIGHTS = flags.DEFINE_string("weights", None,
+                               "Converted-weights directory or training workdir.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes to print per image.")
+flags.mark_flag_as_required("weights")
+
+
+def main(argv):
+  images = argv[1:]
+  if not images:
+    raise app.UsageError("usage: predict.py --weights=DIR IMAGE [IMAGE ...]")
+  for image, predictions in zip(images, inference.predict(images, _WEIGHTS.value,
+                                                          _TOP_K.value)):
+    print(image)
+    for p in predictions:
+      print(f"  {p.probability:7.4f}  {p.index:4d}  {p.label}")
+
+
+def run():
+  """Console script `efficientnet-predict`."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,163 @@
+"""Checks of a whole training config, run before any data is read or anything compiles.
+
+Every key is checked against the schema of `default_config` (unknown keys are refused with
+the closest valid name), for its type, and for its range. Each error names the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from efficientnet_jax.models import baselines, layers, model, scaling
+from efficientnet_jax.config import defaults
+
+_Check = Callable[[Any], bool]
+
+_positive = lambda v: v > 0
+_non_negative = lambda v: v >= 0
+_fraction = lambda v: 0 <= v < 1
+_optional_positive = lambda v: v is None or v > 0
+
+# key: (allowed types, check, what the check means). Keys absent here are free-form.
+RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
+    "seed": ((int,), _non_negative, ">= 0"),
+    "model.family": ((str,), lambda v: v == "efficientnet" or v in baselines.ARCHITECTURES,
+                     "efficientnet or a baseline of efficientnet_jax.baselines"),
+    "model.variant": ((str,), lambda v: v in (*scaling.VARIANTS, "phi"),
+                      f"one of {', '.join(scaling.VARIANTS)}, phi"),
+    "model.phi": ((int, float, type(None)), lambda v: v is None or math.isfinite(v), "finite"),
+    "model.alpha": ((int, float), lambda v: v >= 1, ">= 1"),
+    "model.beta": ((int, float), lambda v: v >= 1, ">= 1"),
+    "model.gamma": ((int, float), lambda v: v >= 1, ">= 1"),
+    "model.resolution_multiple": ((int,), _positive, "> 0"),
+    "model.width": ((int, float, type(None)), _optional_positive, "> 0"),
+    "model.depth": ((int, float, type(None)), _optional_positive, "> 0"),
+    "model.resolution": ((int, type(None)),
+                         lambda v: v is None or v >= scaling.MIN_RESOLUTION,
+                         f">= the total stride {scaling.MIN_RESOLUTION}"),
+    "model.dropout_rate": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
+                           "in [0, 1)"),
+    "model.drop_path_rate": ((int, float), _fraction, "in [0, 1)"),
+    "model.num_classes": ((int, type(None)), lambda v: v is None or v >= 0, ">= 0"),
+    "model.padding": ((str,), lambda v: v in layers.PADDINGS, f"one of {layers.PADDINGS}"),
+    "model.depthwise_impl": ((str,), lambda v: v in layers.DEPTHWISE_IMPLS,
+                             f"one of {layers.DEPTHWISE_IMPLS}"),
+    "model.dtype": ((str,), lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+    "model.remat": ((bool,), lambda v: True, "a bool"),
+    "finetune.freeze_backbone_epochs": ((int, float), _non_negative, ">= 0"),
+    "finetune.freeze_bn": ((bool,), lambda v: True, "a bool"),
+    "model.remat_policy": ((str,), lambda v: v in model.REMAT_POLICIES,
+                           f"one of {model.REMAT_POLICIES}"),
+    "model.bn_momentum": ((int, float), _fraction, "in [0, 1)"),
+    "model.bn_epsilon": ((int, float), _positive, "> 0"),
+    "dataset": ((str,), lambda v: bool(v), "a tfds dataset name"),
+    "input.crop_padding": ((int,), _non_negative, ">= 0"),
+    "input.crop_fraction": ((int, float, type(None)), lambda v: v is None or 0 < v <= 1,
+                            "in (0, 1]"),
+    "input.shuffle_buffer": ((int,), _positive, "> 0"),
+    "input.mixup_alpha": ((int, float), _non_negative, ">= 0"),
+    "input.cutmix_alpha": ((int, float), _non_negative, ">= 0"),
+    "input.skip_bad_images": ((bool,), lambda v: True, "a bool"),
+    "input.randaug_layers": ((int,), _non_negative, ">= 0"),
+    "input.randaug_magnitude": ((int, float), lambda v: 0 <= v <= 30, "in [0, 30]"),
+    "batch_size": ((int,), _positive, "> 0"),
+    "eval_batch_size": ((int, type(None)), _optional_positive, "> 0"),
+    "num_epochs": ((int, float), _positive, "> 0"),
+    "num_train_steps": ((int, type(None)), _optional_positive, "> 0"),
+    "optimizer.name": ((str,), lambda v: v in ("rmsprop", "sgd", "lars", "adamw"),
+                       "one of rmsprop, sgd, lars, adamw"),
+    "optimizer.base_learning_rate": ((int, float), _positive, "> 0"),
+    "optimizer.base_batch_size": ((int,), _positive, "> 0"),
+    "optimizer.momentum": ((int, float), _fraction, "in [0, 1)"),
+    "optimizer.rmsprop_decay": ((int, float), _fraction, "in [0, 1)"),
+    "optimizer.rmsprop_epsilon": ((int, float), _positive, "> 0"),
+    "optimizer.adamw_weight_decay": ((int, float), _non_negative, ">= 0"),
+    "optimizer.l2_weight_decay": ((int, float), _non_negative, ">= 0"),
+    "schedule.name": ((str,), lambda v: v in ("exponential", "cosine", "polynomial"),
+                      "one of exponential, cosine, polynomial"),
+    "schedule.warmup_epochs": ((int, float), _non_negative, ">= 0"),
+    "schedule.decay_epochs": ((int, float), _positive, "> 0"),
+    "schedule.decay_rate": ((int, float), lambda v: 0 < v <= 1, "in (0, 1]"),
+    "schedule.end_learning_rate_factor": ((int, float), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "schedule.power": ((int, float), _positive, "> 0"),
+    "label_smoothing": ((int, float), _fraction, "in [0, 1)"),
+    "ema_decay": ((int, float), _fraction, "in [0, 1) (0 disables EMA)"),
+    "bn_group_size": ((int,), _non_negative, ">= 0 (0: global batch statistics)"),
+    "eval_every_epochs": ((int, float), _positive, "> 0"),
+    "eval_raw_weights": ((bool,), lambda v: True, "a bool"),
+    "log_every_steps": ((int,), _positive, "> 0"),
+    "checkpoint_every_steps": ((int,), _positive, "> 0"),
+    "keep_checkpoints": ((int,), _positive, "> 0"),
+    "allow_config_change": ((bool,), lambda v: True, "a bool"),
+    "on_nonfinite": ((str,), lambda v: v in ("stop", "skip"), "stop or skip"),
+    "init_from": ((str, type(None)), lambda v: True, "a path"),
+    "data_dir": ((str, type(None)), lambda v: True, "a path"),
+}
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+  """Unknown keys (a typo in a config file) are refused, naming the closest valid key."""
+  known = set(flatten(defaults.get_config()))
+  unknown = sorted(set(flatten(config)) - known)
+  if unknown:
+    lines = []
+    for key in unknown:
+      close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+      lines.append(f"config.{key}" + (f" (did you mean config.{close[0]}?)" if close else ""))
+    raise ValueError("unknown config keys: " + "; ".join(lines))
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Types and ranges of every key in RULES, then the relations between keys."""
+  flat = flatten(config)
+  for key, (types, check, meaning) in RULES.items():
+    value = flat.get(key)
+    # bool is an int in Python: refuse it where a number is expected, and vice versa.
+    wrong_type = (not isinstance(value, types) or
+                  (isinstance(value, bool) and bool not in types))
+    if wrong_type:
+      raise ValueError(f"config.{key}={value!r} has type {type(value).__name__}; expected "
+                       + " or ".join(t.__name__ for t in types))
+    if not check(value):
+      raise ValueError(f"config.{key}={value!r} must be {meaning}")
+  if config.model.variant == "phi" and config.model.phi is None:
+    raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
+  scaling.from_config(config.model)  # the size the scaling rules give is sane
+  low, high = tuple(config.input.crop_area_range)
+  if not 0 < low <= high <= 1:
+    raise ValueError(f"config.input.crop_area_range={(low, high)} must satisfy "
+                     "0 < low <= high <= 1")
+  for key in ("mean_rgb", "stddev_rgb"):
+    values = tuple(config.input[key])
+    if len(values) != 3 or (key == "stddev_rgb" and min(values) <= 0):
+      raise ValueError(f"config.input.{key}={values} must be 3 numbers (0-255 scale)"
+                       + (", all > 0" if key == "stddev_rgb" else ""))
+  devices = jax.device_count()
+  for key in ("batch_size", "eval_batch_size"):
+    value = config[key]
+    if value is not None and value % devices:
+      raise ValueError(f"config.{key}={value} must be a multiple of the device count "
+                       f"{devices}")
+  group = config.bn_group_size
+  if group and devices % group:
+    raise ValueError(f"config.bn_group_size={group} must divide the device count {devices}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  check_keys(config)
+  check_values(config)

@@ -1,0 +1,521 @@
+"""Scaling sweeps: expand φ values, the α/β/γ grid or single-dimension multipliers into
+runs, and launch them here, on Cloud TPU VM slices, or as a SLURM job array.
+
+A run is the base config (a `configs/` file with its optional `:arg`) plus override
+flags, exactly what `python -m efficientnet_jax.main` accepts, trained in its own workdir
+`<sweep_dir>/<run name>`. Multipliers are relative to the base config's own scaling (for
+configs/b0.py that is B0's row: width 1, depth 1, resolution 224), so the same sweep
+works on a small demo network. Every run's config is parsed and its size computed before
+anything is launched, so a bad flag fails in seconds, not after the first run trained.
+
+`sweep.json` in the sweep directory records the base and the runs; `scaling_results`
+reads it with each workdir's config.json and metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from absl import flags
+from etils import epath
+import ml_collections
+from ml_collections import config_flags
+
+from efficientnet_jax.models import baselines, costs, scaling, spec
+from efficientnet_jax.training import metrics_log
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN_MODULE = "efficientnet_jax.main"
+MANIFEST = "sweep.json"
+DONE_FILE = "done.json"   # written by the local backend after a run finished
+DIMENSIONS = ("width", "depth", "resolution")
+GRID_TARGET = 2.0         # paper step 1: α·β²·γ² ≈ 2, so each unit of φ doubles the FLOPs
+EFFICIENTNET = "efficientnet"
+
+
+# --- Configs: parsed by the same absl/ml_collections machinery as main.py. ---
+
+def load_config(config_arg: str, flag_args: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config `main.py --config=config_arg *flag_args` would train."""
+  path = config_arg.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise ValueError(f"--config: no config file {path!r}")
+  argv = ["sweep", f"--config={config_arg}", *flag_args]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "Base config.", flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    values(argv)
+  except (flags.Error, AttributeError, KeyError) as e:  # bad file, unknown key, bad value
+    raise ValueError(f"--config={config_arg} {' '.join(flag_args)}: {e}") from None
+  if not isinstance(values.config, ml_collections.ConfigDict):
+    raise ValueError(f"--config={config_arg}: get_config() did not return a ConfigDict")
+  return values.config
+
+
+def override_flags(overrides: Sequence[str]) -> list[str]:
+  """['config.num_epochs=20', …] (the --override values) → ['--config.num_epochs=20', …]."""
+  out = []
+  for item in overrides:
+    item = item.strip()
+    if not re.fullmatch(r"config(\.\w+)+=.*", item):
+      raise ValueError(f"--override={item!r}: expected config.KEY=VALUE, e.g. "
+                       "config.num_epochs=20")
+    out.append("--" + item)
+  return out
+
+
+def family(model_config: Any) -> str:
+  """config.model.family, or EfficientNet for configs from before that key existed."""
+  return model_config.get("family", EFFICIENTNET) or EFFICIENTNET
+
+
+def dataset_classes(config: ml_collections.ConfigDict) -> int:
+  """The classifier size training will use: config.model.num_classes or the dataset's."""
+  if config.model.num_classes is not None:
+    return config.model.num_classes
+  from efficientnet_jax.data import input_pipeline  # imports TensorFlow: only when needed
+  try:
+    return input_pipeline.dataset_info(config).num_classes
+  except Exception as e:  # not downloaded here, a bucket out of reach, …: all mean the same
+    raise ValueError(f"cannot read the class count of config.dataset={config.dataset!r} "
+                     f"on this machine ({type(e).__name__}: {str(e)[:200]}); pass "
+                     "--num_classes (1000 for ImageNet) or set config.model.num_classes"
+                     ) from None
+
+
+def efficientnet_params(network: spec.Network, num_classes: int) -> int:
+  """Trainable parameters of `model.EfficientNet(network)` from the spec alone.
+
+  Tracing the module (`costs.count_params`) takes seconds per size and a grid has
+  dozens; tests check this arithmetic against it.
+  """
+  conv_bn = lambda fan_in, out: fan_in * out + 2 * out
+  total = conv_bn(27, network.stem_channels)
+  for b in network.blocks:
+    mid = b.expanded_channels
+    if b.expand_ratio != 1:
+      total += conv_bn(b.in_channels, mid)
+    total += conv_bn(b.kernel**2, mid)
+    if b.se_channels:
+      total += (mid + 1) * b.se_channels + (b.se_channels + 1) * mid
+    total += conv_bn(mid, b.out_channels)
+  total += conv_bn(network.blocks[-1].out_channels, network.head_channels)
+  return total + ((network.head_channels + 1) * num_classes if num_classes else 0)
+
+
+def network_cost(model_config: Any, num_classes: int) -> tuple[int, int]:
+  """(trainable parameters, multiply-adds) of the network `config.model` describes."""
+  size = scaling.from_config(model_config)
+  name = family(model_config)
+  if name == EFFICIENTNET:
+    network = spec.build(size.width, size.depth)
+  else:
+    try:
+      network = baselines.build(name, size.width, size.depth)
+    except ValueError as e:
+      raise ValueError(f"config.model.family: {e}") from None
+  if size.resolution < network.total_stride:  # as model.create refuses it
+    raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
+                     f"network's total stride {network.total_stride}")
+  if name == EFFICIENTNET:
+    return (efficientnet_params(network, num_classes),
+            costs.multiply_adds(network, size.resolution, num_classes))
+  return (baselines.count_params(network, num_classes),
+          baselines.multiply_adds(network, size.resolution, num_classes))
+
+
+# --- Expanding a sweep. ---
+
+@dataclasses.dataclass(frozen=True)
+class GridRange:
+  start: float
+  stop: float
+  step: float
+
+
+def parse_grid(text: str) -> dict[str, GridRange]:
+  """'alpha:1.0:1.4:0.05,beta:1.0:1.4:0.05,gamma:1.0:1.4:0.05' → {name: range}."""
+  ranges = {}
+  for item in text.split(","):
+    parts = item.strip().split(":")
+    if len(parts) != 4 or parts[0] not in ("alpha", "beta", "gamma"):
+      raise ValueError(f"--grid: expected alpha:START:STOP:STEP,beta:…,gamma:…, got {item!r}")
+    try:
+      start, stop, step = map(float, parts[1:])
+    except ValueError:
+      raise ValueError(f"--grid: {item!r} has a non-numeric bound") from None
+    if not 1.0 <= start <= stop or step <= 0:
+      raise ValueError(f"--grid: {item!r} needs 1 <= START <= STOP and STEP > 0 "
+                       "(the paper searches α, β, γ >= 1)")
+    ranges[parts[0]] = GridRange(start, stop, step)
+  if set(ranges) != {"alpha", "beta", "gamma"}:
+    raise ValueError(f"--grid must give alpha, beta and gamma ranges, got {sorted(ranges)}")
+  if len({r.step for r in ranges.values()}) != 1:
+    raise ValueError("--grid: alpha, beta and gamma must share one STEP (one grid)")
+  return ranges
+
+
+def grid(ranges: dict[str, GridRange], tolerance: float) -> list[scaling.GridCandidate]:
+  """The candidates of paper step 1 inside `ranges`: |α·β²·γ² − 2| ≤ tolerance."""
+  if not 0 <= tolerance < GRID_TARGET:
+    raise ValueError(f"--tolerance must be in [0, {GRID_TARGET}), got {tolerance}")
+  step = ranges["alpha"].step
+  maximum = max(r.stop for r in ranges.values())
+  inside = lambda value, r: r.start - 1e-9 <= value <= r.stop + 1e-9
+  return [c for c in scaling.grid_candidates(step, maximum, GRID_TARGET, tolerance)
+          if all(inside(getattr(c, name), r) for name, r in ranges.items())]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a sweep and its predicted size."""
+
+  name: str
+  kind: str                   # "phi" | "grid" | "width" | "depth" | "resolution"
+  value: float                # φ, or the multiplier of the scaled dimension (grid: φ=1)
+  flags: tuple[str, ...]      # --config.model.* flags on top of the base and --override
+  workdir: str
+  family: str
+  width: float
+  depth: float
+  resolution: int
+  params: int
+  multiply_adds: int
+  num_classes: int
+  alpha: float | None = None
+  beta: float | None = None
+  gamma: float | None = None
+  same_as: str | None = None  # an earlier run builds this network: not trained again
+
+
+def _number(x: float) -> str:
+  return f"{x:.6g}"
+
+
+def _round_resolution(resolution: float, multiple: int) -> int:
+  return max(multiple, int(round(resolution / multiple)) * multiple)
+
+
+def _compound_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling, phi: float,
+                    alpha: float, beta: float, gamma: float) -> list[str]:
+  out = ["--config.model.variant=phi", f"--config.model.phi={_number(phi)}",
+         f"--config.model.alpha={_number(alpha)}", f"--config.model.beta={_number(beta)}",
+         f"--config.model.gamma={_number(gamma)}"]
+  m = base.model
+  if m.variant == "b0" and all(m[k] is None for k in DIMENSIONS):
+    return out  # B0 itself is the baseline: the φ formula alone says it
+  # Any other base: scale its own width/depth/resolution (these overrides win over φ's row).
+  return out + [
+      f"--config.model.width={_number(base_size.width * beta**phi)}",
+      f"--config.model.depth={_number(base_size.depth * alpha**phi)}",
+      f"--config.model.resolution="
+      f"{_round_resolution(base_size.resolution * gamma**phi, m.resolution_multiple)}"]
+
+
+def _dimension_flag(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
+                    dimension: str, multiplier: float) -> str:
+  if dimension == "resolution":
+    value = _round_resolution(base_size.resolution * multiplier, base.model.resolution_multiple)
+    return f"--config.model.resolution={value}"
+  return f"--config.model.{dimension}={_number(getattr(base_size, dimension) * multiplier)}"
+
+
+def _checked(values: Sequence[float], flag: str, positive: bool) -> list[float]:
+  for v in values:
+    if not math.isfinite(v) or (positive and v <= 0):
+      raise ValueError(f"--{flag}: {v!r} is not a valid value")
+  return list(values)
+
+
+def expand(config_arg: str, sweep_dir: str, *, overrides: Sequence[str] = (),
+           phis: Sequence[float] = (), grid_ranges: dict[str, GridRange] | None = None,
+           tolerance: float = 0.1, widths: Sequence[float] = (), depths: Sequence[float] = (),
+           resolutions: Sequence[float] = (), num_classes: int | None = None) -> list[Run]:
+  """The runs of a sweep, each parsed exactly as main.py will and sized.
+
+  A run that builds the same network as an earlier one (φ=0 and width×1 are both the base;
+  the grid holds the φ=1 triple) gets `same_as` and shares that run's workdir.
+  """
+  if not sweep_dir:
+    raise ValueError("--sweep_dir is required")
+  extra = override_flags(overrides)
+  base = load_config(config_arg, extra)
+  try:
+    base_size = scaling.from_config(base.model)
+  except ValueError as e:
+    raise ValueError(f"--config={config_arg}: {e}") from None
+  m = base.model
+  planned: list[tuple[str, str, float, list[str], tuple]] = []
+  for phi in _checked(phis, "phi", positive=False):
+    planned.append((f"phi_{phi:g}", "phi", phi,
+                    _compound_flags(base, base_size, phi, m.alpha, m.beta, m.gamma),
+                    (m.alpha, m.beta, m.gamma)))
+  if grid_ranges is not None:
+    candidates = grid(grid_ranges, tolerance)
+    if not candidates:
+      raise ValueError(f"--grid: no α, β, γ in the ranges satisfy |α·β²·γ² − 2| <= "
+                       f"{tolerance}; widen the ranges or --tolerance")
+    for c in candidates:
+      planned.append((f"grid_a{c.alpha:g}_b{c.beta:g}_g{c.gamma:g}", "grid", 1.0,
+                      _compound_flags(base, base_size, 1.0, c.alpha, c.beta, c.gamma),
+                      (c.alpha, c.beta, c.gamma)))
+  for dimension, values in zip(DIMENSIONS, (widths, depths, resolutions)):
+    for v in _checked(values, dimension, positive=True):
+      planned.append((f"{dimension}_{v:g}", dimension, v,
+                      [_dimension_flag(base, base_size, dimension, v)], (None, None, None)))
+  if not planned:
+    raise ValueError("nothing to sweep: give --phi, --grid, --width, --depth or --resolution")
+
+  classes = num_classes or dataset_classes(base)
+  runs, seen = [], {}
+  for name, kind, value, run_flags, (alpha, beta, gamma) in planned:
+    config = load_config(config_arg, extra + run_flags)
+    try:
+      size = scaling.from_config(config.model)
+      params, multiply_adds = network_cost(config.model, classes)
+    except ValueError as e:
+      raise ValueError(f"run {name} ({' '.join(run_flags)}): {e}") from None
+    key = (family(config.model), size.width, size.depth, size.resolution)
+    same_as = seen.setdefault(key, name)
+    runs.append(Run(name=name, kind=kind, value=value, flags=tuple(run_flags),
+                    workdir=os.path.join(sweep_dir, same_as), family=key[0],
+                    width=size.width, depth=size.depth, resolution=size.resolution,
+                    params=params, multiply_adds=multiply_adds, num_classes=classes,
+                    alpha=alpha, beta=beta, gamma=gamma,
+                    same_as=None if same_as == name else same_as))
+  return runs
+
+
+def to_train(runs: Sequence[Run]) -> list[Run]:
+  """The runs that need training (not the repeats of an earlier run's network)."""
+  return [r for r in runs if r.same_as is None]
+
+
+RUNS_HEADER = ("run", "kind", "value", "width", "depth", "resolution", "params",
+               "multiply-adds (B)", "flags")
+
+
+def runs_table(runs: Sequence[Run]) -> list[tuple]:
+  return [(r.name, r.kind, f"{r.value:g}", f"{r.width:.3f}", f"{r.depth:.3f}", r.resolution,
+           f"{r.params:,}", f"{r.multiply_adds / 1e9:.4g}",
+           f"(same network as {r.same_as})" if r.same_as else " ".join(r.flags))
+          for r in runs]
+
+
+def write_manifest(sweep_dir: str, runs: Sequence[Run], config_arg: str,
+                   overrides: Sequence[str]) -> None:
+  """sweep.json: the base config, its scaling, and every run (what scaling_results reads)."""
+  base = load_config(config_arg, override_flags(overrides))
+  size = scaling.from_config(base.model)
+  manifest = {
+      "config": config_arg, "overrides": list(overrides),
+      "base": {"family": family(base.model), "variant": base.model.variant,
+               "width": size.width, "depth": size.depth, "resolution": size.resolution},
+      # Workdirs relative to the sweep directory, so it can be copied or mounted elsewhere.
+      "runs": [dict(dataclasses.asdict(r), workdir=os.path.basename(r.workdir),
+                    flags=list(r.flags)) for r in runs],
+  }
+  path = epath.Path(sweep_dir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def main_args(run: Run, config_arg: str, overrides: Sequence[str]) -> list[str]:
+  """main.py's arguments for one run: base config, workdir, --override flags, run flags."""
+  return [f"--config={config_arg}", f"--workdir={run.workdir}", *override_flags(overrides),
+          *run.flags]
+
+
+# --- Local backend: one run after another on this machine, resumable. ---
+
+def _absolute(path: str) -> str:
+  return path if "://" in path else os.path.abspath(path)
+
+
+def _absolute_config(config_arg: str) -> str:
+  path, sep, arg = config_arg.partition(":")
+  return os.path.abspath(path) + sep + arg
+
+
+def is_done(workdir: str, args: Sequence[str]) -> bool:
+  """True if the local backend finished this run with exactly these arguments."""
+  path = os.path.join(workdir, DONE_FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("args") == list(args)
+
+
+def final_eval(workdir: str) -> dict[str, Any] | None:
+  """The last eval record of a workdir's metrics.jsonl (None before the first eval)."""
+  if not epath.Path(workdir, "metrics.jsonl").exists():
+    return None
+  evals = [r for r in metrics_log.read(workdir) if "eval_top1" in r]
+  return evals[-1] if evals else None
+
+
+def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
+              python: str = sys.executable, echo: Callable[[str], None] = print) -> list[str]:
+  """Trains each run in a `main.py` subprocess; skips finished ones. Returns the failures.
+
+  A run's output goes to <workdir>/train.log; done.json marks it finished with its
+  arguments, so changing --override (say, more epochs) trains it further.
+  """
+  # Absolute workdirs: Orbax refuses relative checkpoint paths.
+  if any("://" in r.workdir for r in runs):
+    raise ValueError("--backend=local needs a local --sweep_dir")
+  runs = [dataclasses.replace(r, workdir=os.path.abspath(r.workdir)) for r in to_train(runs)]
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+  failures = []
+  for i, run in enumerate(runs, 1):
+    args = main_args(run, _absolute_config(config_arg), overrides)
+    if is_done(run.workdir, args):
+      echo(f"[{i}/{len(runs)}] {run.name}: already done, skipped")
+      continue
+    os.makedirs(run.workdir, exist_ok=True)
+    log_path = os.path.join(run.workdir, "train.log")
+    echo(f"[{i}/{len(runs)}] {run.name}: training (log: {log_path})")
+    start = time.time()
+    with open(log_path, "a") as log:
+      code = subprocess.run([python, "-m", MAIN_MODULE, *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=env).returncode
+    result = final_eval(run.workdir)
+    if code or result is None:
+      failures.append(run.name)
+      echo(f"[{i}/{len(runs)}] {run.name}: FAILED (exit status {code}); see {log_path}")
+      continue
+    with open(os.path.join(run.workdir, DONE_FILE), "w") as f:
+      json.dump({"args": args, "eval": result}, f, indent=1)
+    echo(f"[{i}/{len(runs)}] {run.name}: top-1 {100 * result['eval_top1']:.2f}% "
+         f"in {time.time() - start:.0f} s")
+  return failures
+
+
+# --- Cloud TPU backend: gcloud ssh to every worker of a slice. ---
+
+@dataclasses.dataclass(frozen=True)
+class TpuCommand:
+  tpu: str
+  run: Run
+  argv: tuple[str, ...]
+
+  def shell(self) -> str:
+    """The command as one would type it (the remote command single-quoted)."""
+    *head, command = self.argv
+    remote = command[len("--command="):]
+    return shlex.join(head) + " --command=" + shlex.quote(remote)
+
+
+def tpu_commands(runs: Sequence[Run], config_arg: str, overrides: Sequence[str], *,
+                 tpu_names: Sequence[str], zone: str, repo_dir: str, python: str = "python",
+                 project: str | None = None) -> list[TpuCommand]:
+  """One `gcloud compute tpus tpu-vm ssh --worker=all` per run, slices assigned round-robin."""
+  if not tpu_names or not all(tpu_names):
+    raise ValueError("--tpu_names: give at least one Cloud TPU VM name")
+  if not zone:
+    raise ValueError("--zone is required with --backend=tpu")
+  commands = []
+  for i, run in enumerate(to_train(runs)):
+    tpu = tpu_names[i % len(tpu_names)]
+    remote = (f"cd {shlex.quote(repo_dir)} && " + shlex.join(
+        [python, "-m", MAIN_MODULE, "--distributed", *main_args(run, config_arg, overrides)]))
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, f"--zone={zone}"]
+    if project:
+      argv.append(f"--project={project}")
+    argv += ["--worker=all", f"--command={remote}"]
+    commands.append(TpuCommand(tpu, run, tuple(argv)))
+  return commands
+
+
+def run_tpu(commands: Sequence[TpuCommand], echo: Callable[[str], None] = print) -> list[str]:
+  """Runs the commands, slices in parallel, one run after another on each slice.
+
+  Output lines are prefixed with [slice/run]. Returns the runs that failed.
+  """
+  by_tpu: dict[str, list[TpuCommand]] = {}
+  for c in commands:
+    by_tpu.setdefault(c.tpu, []).append(c)
+  lock = threading.Lock()
+  failures = []
+
+  def drive(queue: list[TpuCommand]) -> None:
+    for c in queue:
+      prefix = f"[{c.tpu}/{c.run.name}] "
+      with lock:
+        echo(prefix + c.shell())
+      proc = subprocess.Popen(c.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+      for line in proc.stdout:
+        with lock:
+          echo(prefix + line.rstrip("\n"))
+      if proc.wait():
+        with lock:
+          failures.append(c.run.name)
+          echo(f"{prefix}FAILED (exit status {proc.returncode})")
+
+  with concurrent.futures.ThreadPoolExecutor(len(by_tpu)) as pool:
+    for future in [pool.submit(drive, queue) for queue in by_tpu.values()]:
+      future.result()
+  return failures
+
+
+# --- SLURM backend: one array task per run, every node of a task in one JAX job. ---
+
+def slurm_script(runs: Sequence[Run], config_arg: str, overrides: Sequence[str], *,
+                 job_name: str, nodes: int, gpus_per_node: int, repo_dir: str, log_dir: str,
+                 python: str = "python", partition: str | None = None,
+                 account: str | None = None, time_limit: str | None = None,
+                 max_parallel: int = 0) -> str:
+  """An sbatch script whose array task i trains run i (`srun` starts one process per node;
+  `main.py --distributed` lets jax.distributed.initialize() read SLURM's environment)."""
+  if nodes < 1 or gpus_per_node < 0:
+    raise ValueError(f"--nodes must be >= 1 and --gpus_per_node >= 0, got {nodes}, "
+                     f"{gpus_per_node}")
+  if not re.fullmatch(r"[\w.-]+", job_name):
+    raise ValueError(f"--job_name={job_name!r}: use letters, digits, '.', '_' or '-'")
+  # Absolute workdirs (the script changes directory first; Orbax needs them anyway).
+  runs = [dataclasses.replace(r, workdir=_absolute(r.workdir)) for r in to_train(runs)]
+  log_dir = _absolute(log_dir)
+  array = f"0-{len(runs) - 1}" + (f"%{max_parallel}" if max_parallel > 0 else "")
+  lines = ["#!/bin/bash",
+           f"#SBATCH --job-name={job_name}",
+           f"#SBATCH --array={array}",
+           f"#SBATCH --nodes={nodes}",
+           "#SBATCH --ntasks-per-node=1",  # one JAX process per node, owning all its GPUs
+           f"#SBATCH --output={os.path.join(log_dir, 'slurm-%A_%a.out')}"]
+  for option, value in (("gpus-per-node", gpus_per_node), ("partition", partition),
+                        ("account", account), ("time", time_limit)):
+    if value:
+      lines.append(f"#SBATCH --{option}={value}")
+  lines += ["", "set -euo pipefail", f"cd {shlex.quote(repo_dir)}", "",
+            'case "$SLURM_ARRAY_TASK_ID" in']
+  for i, run in enumerate(runs):
+    lines.append(f"  {i}) ARGS=({shlex.join(main_args(run, config_arg, overrides))}) ;;"
+                 f"  # {run.name}")
+  lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac",
+            "", f'srun {shlex.quote(python)} -m {MAIN_MODULE} --distributed "${{ARGS[@]}}"', ""]
+  return "\n".join(lines)
+
+
+def submit_slurm(script: str, path: str) -> str:
+  """Writes the script to `path` and submits it; returns sbatch's reply (the job id)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(script)
+  result = subprocess.run(["sbatch", path], capture_output=True, text=True)
+  if result.returncode:
+    raise RuntimeError(f"sbatch {path} failed: {result.stderr.strip()}")
+  return result.stdout.strip()

@@ -1,0 +1,246 @@
+"""The one on-disk format of converted weights: an Orbax checkpoint plus `model.json`.
+
+A weights directory is an Orbax `StandardCheckpointer` save of
+{'params', 'batch_stats'} (float32) with a `model.json` beside the checkpoint's own files:
+
+  {"format_version": 1,
+   "model": {"variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
+             "dropout_rate"},
+   "preprocessing": {"resolution", "crop_padding", "crop_fraction", "interpolation",
+                     "mean_rgb", "stddev_rgb"},
+   "source": {"format", "file", ...}}
+
+so `config.init_from=DIR` (`checkpointing.load_variables`, which restores DIR itself) and
+`efficientnet_jax.load(DIR)` both read it. Preprocessing follows `config.input`:
+center crop of `resolution/(resolution+crop_padding)` of the short side, or of
+`crop_fraction` when that is set, bicubic resize, then `(image - mean_rgb) / stddev_rgb`
+on the 0–255 scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from efficientnet_jax.config import defaults
+from efficientnet_jax.models import layers
+from efficientnet_jax.models import model as model_lib
+from efficientnet_jax.models import scaling
+from efficientnet_jax.models import spec as spec_lib
+from efficientnet_jax.weights import strict
+
+INFO_FILE = "model.json"
+FORMAT_VERSION = 1
+INTERPOLATIONS = ("bicubic",)  # the only resize preprocessing.eval_image implements
+IMAGENET_MEAN_RGB = defaults.IMAGENET_MEAN_RGB
+IMAGENET_STDDEV_RGB = defaults.IMAGENET_STDDEV_RGB
+ADVPROP_MEAN_RGB = ADVPROP_STDDEV_RGB = (0.5 * 255,) * 3  # AdvProp: inputs scaled to [-1, 1]
+
+_MODEL_KEYS = ("variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
+               "dropout_rate")
+_PREPROCESSING_KEYS = ("resolution", "crop_padding", "crop_fraction", "interpolation",
+                       "mean_rgb", "stddev_rgb")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+  """The model settings and the preprocessing that travel with a set of weights."""
+
+  variant: str                  # the published row it was sized from, e.g. "b3"
+  width: float
+  depth: float
+  num_classes: int              # 0: a features-only model (no classifier)
+  padding: str                  # "same" (TF) or "symmetric" (PyTorch)
+  bn_epsilon: float
+  dropout_rate: float
+  resolution: int
+  mean_rgb: tuple[float, float, float]
+  stddev_rgb: tuple[float, float, float]
+  crop_padding: int = 32       # the released checkpoints' eval crop
+  crop_fraction: float | None = None
+  interpolation: str = "bicubic"
+  source: dict[str, str] = dataclasses.field(default_factory=dict)  # format, file, ...
+
+  def __post_init__(self):
+    _check(self, "WeightsInfo")
+
+  @property
+  def network(self) -> spec_lib.Network:
+    return spec_lib.build(self.width, self.depth)
+
+  def model(self, **overrides: Any) -> model_lib.EfficientNet:
+    """Our model with these settings; `overrides` set other EfficientNet attributes
+    (dtype, depthwise_impl, ...)."""
+    settings = dict(num_classes=self.num_classes, dropout_rate=self.dropout_rate,
+                    padding=self.padding, bn_epsilon=self.bn_epsilon)
+    return model_lib.EfficientNet(self.network, **{**settings, **overrides})
+
+  def update_config(self, config: ml_collections.ConfigDict) -> None:
+    """Sets `config.model` and `config.input` to run these weights as they were trained.
+
+    `config.model.num_classes` is left alone: evaluation sets it, fine-tuning takes the
+    new dataset's.
+    """
+    m = config.model
+    m.variant = self.variant if self.variant in scaling.VARIANTS else "b0"
+    m.width, m.depth, m.resolution = self.width, self.depth, self.resolution
+    m.dropout_rate, m.padding, m.bn_epsilon = self.dropout_rate, self.padding, self.bn_epsilon
+    config.input.crop_padding = self.crop_padding
+    config.input.crop_fraction = self.crop_fraction
+    config.input.mean_rgb = tuple(self.mean_rgb)
+    config.input.stddev_rgb = tuple(self.stddev_rgb)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, num_classes: int,
+                  source: dict[str, str]) -> "WeightsInfo":
+    """The settings a training config used (a workdir's config.json)."""
+    size = scaling.from_config(config.model)
+    return cls(variant=config.model.variant, width=size.width, depth=size.depth,
+               num_classes=num_classes, padding=config.model.padding,
+               bn_epsilon=config.model.bn_epsilon, dropout_rate=size.dropout_rate,
+               resolution=size.resolution, crop_padding=config.input.crop_padding,
+               crop_fraction=config.input.crop_fraction,
+               mean_rgb=_rgb(config.input.mean_rgb), stddev_rgb=_rgb(config.input.stddev_rgb),
+               source=dict(source))
+
+  def to_json(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    return {"format_version": FORMAT_VERSION,
+            "model": {k: d[k] for k in _MODEL_KEYS},
+            "preprocessing": {k: list(d[k]) if isinstance(d[k], tuple) else d[k]
+                              for k in _PREPROCESSING_KEYS},
+            "source": d["source"]}
+
+  @classmethod
+  def from_json(cls, data: dict[str, Any], where: str) -> "WeightsInfo":
+    """Parses `to_json`'s output; errors name `where` (the file) and the missing key."""
+    if data.get("format_version") != FORMAT_VERSION:
+      raise ValueError(f"{where}: format_version must be {FORMAT_VERSION}, got "
+                       f"{data.get('format_version')!r}")
+    fields = {}
+    for section, keys in (("model", _MODEL_KEYS), ("preprocessing", _PREPROCESSING_KEYS)):
+      values = data.get(section)
+      if not isinstance(values, dict):
+        raise ValueError(f"{where}: missing section {section!r}")
+      for key in keys:
+        if key not in values:
+          raise ValueError(f"{where}: missing {section}.{key}")
+        fields[key] = values[key]
+    fields["mean_rgb"], fields["stddev_rgb"] = (_rgb(fields["mean_rgb"], f"{where}: mean_rgb"),
+                                                _rgb(fields["stddev_rgb"],
+                                                     f"{where}: stddev_rgb"))
+    try:
+      return cls(**fields, source=dict(data.get("source") or {}))
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from None
+
+
+def _check(info: WeightsInfo, where: str) -> None:
+  """Every setting the model or the preprocessing could not use, named."""
+  if info.padding not in layers.PADDINGS:
+    raise ValueError(f"{where}: padding must be one of {layers.PADDINGS}, got "
+                     f"{info.padding!r}")
+  if info.interpolation not in INTERPOLATIONS:
+    raise ValueError(f"{where}: interpolation must be one of {INTERPOLATIONS}, got "
+                     f"{info.interpolation!r}")
+  if not isinstance(info.num_classes, int) or info.num_classes < 0:
+    raise ValueError(f"{where}: num_classes must be an integer >= 0, got "
+                     f"{info.num_classes!r}")
+  if not isinstance(info.resolution, int) or info.resolution < 1:
+    raise ValueError(f"{where}: resolution must be a positive integer, got "
+                     f"{info.resolution!r}")
+  if not info.bn_epsilon > 0:
+    raise ValueError(f"{where}: bn_epsilon must be > 0, got {info.bn_epsilon!r}")
+  if info.crop_fraction is not None and not 0 < info.crop_fraction <= 1:
+    raise ValueError(f"{where}: crop_fraction must be None or in (0, 1], got "
+                     f"{info.crop_fraction!r}")
+  if info.crop_padding < 0:
+    raise ValueError(f"{where}: crop_padding must be >= 0, got {info.crop_padding!r}")
+  if len(info.mean_rgb) != 3 or len(info.stddev_rgb) != 3 or min(info.stddev_rgb) <= 0:
+    raise ValueError(f"{where}: mean_rgb and stddev_rgb need 3 values, stddev > 0; got "
+                     f"{info.mean_rgb!r}, {info.stddev_rgb!r}")
+  # Width/depth/dropout ranges: the same checks and messages as a config's.
+  scaling.Scaling(info.width, info.depth, info.resolution, info.dropout_rate)
+
+
+def save_weights(directory: str | os.PathLike[str], variables: dict[str, Any],
+                 info: WeightsInfo, overwrite: bool = False) -> None:
+  """Writes `variables` ({'params', 'batch_stats'}) and `info` as a weights directory.
+
+  Raises:
+    ValueError: the directory exists (and not `overwrite`), or a variable is missing,
+      extra or mis-shaped for `info.model()`; checked before anything is written.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  if os.path.exists(directory) and os.listdir(directory) and not overwrite:
+    raise ValueError(f"{directory} exists and is not empty; pass overwrite=True "
+                     "(--overwrite) to replace it")
+  variables = _checked_variables(variables, info, directory)
+  if os.path.exists(directory) and not os.listdir(directory):
+    os.rmdir(directory)  # Orbax wants to create the directory itself
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory, variables, force=overwrite)
+    checkpointer.wait_until_finished()
+  with open(os.path.join(directory, INFO_FILE), "w") as f:
+    json.dump(info.to_json(), f, indent=2)
+
+
+def read_info(directory: str | os.PathLike[str]) -> WeightsInfo:
+  """The `model.json` of a weights directory, without reading any weights."""
+  path = os.path.join(os.fspath(directory), INFO_FILE)
+  if not os.path.isfile(path):
+    raise ValueError(f"{directory} is not a converted-weights directory: it has no "
+                     f"{INFO_FILE} (make one with efficientnet-convert)")
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON: {e}") from None
+  return WeightsInfo.from_json(data, path)
+
+
+def load_weights(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], WeightsInfo]:
+  """({'params', 'batch_stats'} as numpy float32, info) of a weights directory."""
+  info = read_info(directory)
+  abstract = jax.eval_shape(info.model(depthwise_impl="xla").init, jax.random.key(0),
+                            np.zeros((1, 32, 32, 3), np.float32))
+  target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), dict(abstract))
+  try:
+    variables = ocp.StandardCheckpointer().restore(os.path.abspath(os.fspath(directory)),
+                                                   target)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise ValueError(f"{directory}: the checkpoint does not match its {INFO_FILE} "
+                     f"({info.variant}, {info.num_classes} classes): {e}") from None
+  return jax.tree.map(np.asarray, variables), info
+
+
+def _checked_variables(variables: dict[str, Any], info: WeightsInfo,
+                       where: str) -> dict[str, Any]:
+  expected = strict.variable_shapes(info.model(depthwise_impl="xla"),
+                                    image_size=info.network.total_stride)
+  got = traverse_util.flatten_dict(
+      {k: variables.get(k, {}) for k in ("params", "batch_stats")}, sep="/")
+  problems = [f"missing {k} {s}" for k, s in expected.items() if k not in got]
+  problems += [f"extra {k} {np.shape(v)}" for k, v in got.items() if k not in expected]
+  problems += [f"wrong shape {k} {np.shape(v)}, model has {expected[k]}"
+               for k, v in got.items() if k in expected and np.shape(v) != expected[k]]
+  if problems:
+    raise ValueError(f"variables for {where} do not fit the model in its {INFO_FILE} "
+                     f"({info.variant}, {info.num_classes} classes):\n  " +
+                     "\n  ".join(problems))
+  return strict.unflatten({k: np.asarray(v, np.float32) for k, v in got.items()})
+
+
+def _rgb(values: Any, where: str = "rgb") -> tuple[float, float, float]:
+  values = tuple(float(v) for v in np.ravel(np.asarray(values, np.float64)))
+  if len(values) != 3:
+    raise ValueError(f"{where}: expected 3 values (R, G, B), got {values!r}")
+  return values  # type: ignore[return-value]
