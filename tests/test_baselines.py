@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from efficientnet_jax.models import baseline_models, baselines, costs
-from efficientnet_jax.config import defaults
+from efficientnet_jax.config import defaults, validation
+from efficientnet_jax.models import convnet, costs, registry
+from efficientnet_jax.models.families import baselines
 from efficientnet_jax.training import optimizers
-from efficientnet_jax.models import scaling
 
 # torchvision resnet50/resnet152/mobilenet_v2, Keras MobileNet (trainable), 1000 classes.
 STANDARD_PARAMS = {"resnet50": 25_557_032, "resnet152": 60_192_808,
@@ -16,62 +16,62 @@ STANDARD_PARAMS = {"resnet50": 25_557_032, "resnet152": 60_192_808,
 
 @pytest.mark.parametrize("name", list(STANDARD_PARAMS))
 def test_parameter_counts_are_the_standard_ones(name):
-  network = baselines.build(name)
+  network = registry.build(name)
   # Traced from the Flax module (jax.eval_shape, nothing allocated) and from the spec.
-  assert costs.count_params(baseline_models.BaselineNet(network), 64) == STANDARD_PARAMS[name]
-  assert baselines.count_params(network) == STANDARD_PARAMS[name]
+  assert costs.count_module_params(convnet.ConvNet(network), 64) == STANDARD_PARAMS[name]
+  assert costs.count_params(network) == STANDARD_PARAMS[name]
 
 
 def test_spec_count_matches_the_module_when_scaled():
   for name, width, depth, classes in (("resnet50", 0.5, 0.6, 10), ("mobilenetv2", 1.3, 0.5, 7)):
-    network = baselines.build(name, width, depth)
-    module = baseline_models.BaselineNet(network, num_classes=classes)
-    assert costs.count_params(module, 64) == baselines.count_params(network, classes)
+    network = registry.build(name, width, depth)
+    module = convnet.ConvNet(network, num_classes=classes)
+    assert costs.count_module_params(module, 64) == costs.count_params(network, classes)
 
 
 def test_multiply_adds_at_224():
   # ResNet-50 ≈ 4.1B, MobileNetV2 ≈ 0.30B, MobileNetV1 ≈ 0.57B (their papers and the
   # EfficientNet paper's Table 3); these are our exact counts.
-  assert baselines.multiply_adds(baselines.build("resnet50"), 224) == 4_089_184_256
-  assert baselines.multiply_adds(baselines.build("resnet152"), 224) == 11_513_626_624
-  assert baselines.multiply_adds(baselines.build("mobilenetv2"), 224) == 300_774_272
-  assert baselines.multiply_adds(baselines.build("mobilenetv1"), 224) == 568_740_352
+  assert costs.multiply_adds(registry.build("resnet50"), 224) == 4_089_184_256
+  assert costs.multiply_adds(registry.build("resnet152"), 224) == 11_513_626_624
+  assert costs.multiply_adds(registry.build("mobilenetv2"), 224) == 300_774_272
+  assert costs.multiply_adds(registry.build("mobilenetv1"), 224) == 568_740_352
 
 
 def test_scaling_rules_apply_like_b0():
-  wide = baselines.build("resnet50", width=2.0)
+  wide = registry.build("resnet50", width=2.0)
   assert [b.out_channels for b in wide.blocks if b.stride == 2 or b.index == 0] == [
       512, 1024, 2048, 4096]
   assert wide.stem_channels == 128 and wide.blocks[0].mid_channels == 128
-  deep = baselines.build("resnet50", depth=4.0)
+  deep = registry.build("resnet50", depth=4.0)
   assert [sum(b.stage == s for b in deep.blocks) for s in range(4)] == [12, 16, 24, 12]
-  assert [sum(b.stage == s for b in baselines.build("resnet152").blocks)
+  assert [sum(b.stage == s for b in registry.build("resnet152").blocks)
           for s in range(4)] == [3, 8, 36, 3]
   # MobileNetV2 keeps its 1280-channel head below width 1 and widens it above.
-  assert baselines.build("mobilenetv2", width=0.5).head_channels == 1280
-  assert baselines.build("mobilenetv2", width=1.4).head_channels == 1792
-  for name in baselines.ARCHITECTURES:
-    assert baselines.build(name).total_stride == 32
+  assert registry.build("mobilenetv2", width=0.5).head_channels == 1280
+  assert registry.build("mobilenetv2", width=1.4).head_channels == 1792
+  for name in (a.name for a in baselines.ARCHITECTURES):
+    assert registry.build(name).total_stride == 32
   # Resolution: multiply-adds grow with the pixel count (stride-exact sizes).
-  mb = baselines.build("mobilenetv1")
-  assert baselines.multiply_adds(mb, 448) - 1_024_000 == 4 * (
-      baselines.multiply_adds(mb, 224) - 1_024_000)
+  mb = registry.build("mobilenetv1")
+  assert costs.multiply_adds(mb, 448) - 1_024_000 == 4 * (
+      costs.multiply_adds(mb, 224) - 1_024_000)
 
 
 def test_residual_and_projection_structure():
-  r50 = baselines.build("resnet50")
+  r50 = registry.build("resnet50")
   assert [b.index for b in r50.blocks if b.has_projection] == [0, 3, 7, 13]
-  v2 = baselines.build("mobilenetv2")
+  v2 = registry.build("mobilenetv2")
   assert sum(b.has_residual for b in v2.blocks) == 10
   assert not v2.blocks[0].has_expand_conv and v2.blocks[1].has_expand_conv
-  assert not any(b.has_residual for b in baselines.build("mobilenetv1").blocks)
+  assert not any(b.has_residual for b in registry.build("mobilenetv1").blocks)
 
 
 def test_bad_names_and_multipliers():
-  with pytest.raises(ValueError, match="unknown baseline 'resnet51'"):
-    baselines.build("resnet51")
+  with pytest.raises(ValueError, match="unknown model family 'resnet51'"):
+    registry.build("resnet51")
   with pytest.raises(ValueError, match="width"):
-    baselines.build("resnet50", width=0)
+    registry.build("resnet50", width=0)
 
 
 def _model_config(family):
@@ -85,7 +85,7 @@ def _model_config(family):
 @pytest.mark.parametrize("family", ["resnet50", "mobilenetv2"])
 def test_modules_train_and_eval(family):
   config = _model_config(family)
-  model = baseline_models.create(config, scaling.from_config(config), num_classes=10)
+  model, _ = convnet.create(config, num_classes=10)
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
 
   @jax.jit  # one compilation for init, a train-mode forward and eval
@@ -106,17 +106,17 @@ def test_modules_train_and_eval(family):
   # Weight decay skips exactly the BatchNorm variables (named *_bn): scale and bias of
   # each BN, as many as its (mean, var) statistics.
   bn = [p for p, _ in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
-        if optimizers._is_batch_norm(p)]
+        if optimizers.is_batch_norm(p)]
   assert len(bn) == len(jax.tree.leaves(variables["batch_stats"])) > 0
   features = jax.eval_shape(model.clone(num_classes=0).apply, variables, x)
   assert features.shape == (4, model.network.features)
 
 
-def test_create_checks_family_and_resolution():
+def test_validator_checks_family_and_resolution():
   config = _model_config("vgg16")
-  with pytest.raises(ValueError, match="config.model.family: unknown baseline 'vgg16'"):
-    baseline_models.create(config, scaling.from_config(config), 10)
+  with pytest.raises(ValueError, match="config.model.family: unknown model family 'vgg16'"):
+    validation.check_model(config)
   config = _model_config("resnet50")
   config.resolution = 16
   with pytest.raises(ValueError, match="config.model.resolution 16"):
-    baseline_models.create(config, scaling.from_config(config), 10)
+    validation.check_model(config)

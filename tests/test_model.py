@@ -1,12 +1,14 @@
-"""The Flax model: exact parameter counts, shapes, modes, depthwise paths, dtypes, remat."""
+"""The Flax network (every family's): exact parameter counts, shapes, modes, depthwise paths, dtypes, remat."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from efficientnet_jax.models import layers, model, costs, scaling, spec
-from efficientnet_jax.config import defaults
+import flax.linen as nn
+
+from efficientnet_jax.config import defaults, validation
+from efficientnet_jax.models import blocks, convnet, costs, layers, registry, scaling
 
 REFERENCE_PARAMS = {
     "b0": 5_288_548, "b1": 7_794_184, "b2": 9_109_994, "b3": 12_233_232,
@@ -17,7 +19,7 @@ REFERENCE_PARAMS = {
 
 def tiny(num_classes=10, **kwargs):
   """A narrow, shallow network that compiles in a second or two on CPU."""
-  return model.EfficientNet(spec.build(0.25, 0.25), num_classes=num_classes, **kwargs)
+  return convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25), num_classes=num_classes, **kwargs)
 
 
 def assert_trees_close(a, b, rel=1e-5):
@@ -57,8 +59,9 @@ def apply(m, variables, x, train=False, dropout_seed=0):
 @pytest.mark.parametrize("name", list(REFERENCE_PARAMS))
 def test_parameter_count_is_exact(name):
   s = scaling.variant(name)
-  m = model.EfficientNet(spec.build(s.width, s.depth), num_classes=1000)
-  assert costs.count_params(m, resolution=64) == REFERENCE_PARAMS[name]
+  m = convnet.ConvNet(registry.build("efficientnet", s.width, s.depth), num_classes=1000)
+  assert costs.count_module_params(m, resolution=64) == REFERENCE_PARAMS[name]
+  assert costs.count_params(m.network) == REFERENCE_PARAMS[name]
 
 
 def test_batch_stats_cover_every_bn():
@@ -95,29 +98,31 @@ def test_resolution_below_total_stride_raises():
   config = defaults.get_config()
   config.model.resolution = 16
   with pytest.raises(ValueError, match="config.model.resolution 16"):
-    model.create(config.model, 10)
+    validation.check_model(config.model)
 
 
-def test_create_validates_config():
+def test_validator_checks_the_model_config():
   config = defaults.get_config()
   config.model.dtype = "float16"
   with pytest.raises(ValueError, match="config.model.dtype"):
-    model.create(config.model, 10)
+    validation.check_values(config)
   config = defaults.get_config()
   config.model.padding = "valid"
   with pytest.raises(ValueError, match="config.model.padding"):
-    model.create(config.model, 10)
+    validation.check_values(config)
   config = defaults.get_config()
   config.model.variant = "b12"
   with pytest.raises(ValueError, match="unknown EfficientNet variant 'b12'"):
-    model.create(config.model, 10)
+    registry.scaling_of(config.model)
+  with pytest.raises(ValueError, match="config.model.variant='b12'"):
+    validation.check_values(config)
 
 
 def test_train_and_eval_differ_only_by_bn_dropout_and_drop_path():
   x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
   # No dropout, no drop path, BN momentum 0: the running statistics after one train
   # pass are exactly that batch's statistics, so eval on them reproduces train mode.
-  m = model.EfficientNet(spec.build(0.25, 0.25, drop_path_rate=0.0), num_classes=10,
+  m = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.0), num_classes=10,
                          dropout_rate=0.0, bn_momentum=0.0)
   variables = init(m, x)
   train_out, updates = apply(m, variables, x, train=True, dropout_seed=2)
@@ -129,7 +134,7 @@ def test_train_and_eval_differ_only_by_bn_dropout_and_drop_path():
   assert not np.allclose(apply(m, variables, x), train_out, atol=1e-2)
 
   # Dropout and drop path make train mode random; eval mode never is.
-  noisy = model.EfficientNet(spec.build(0.25, 0.25, drop_path_rate=0.5), num_classes=10,
+  noisy = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.5), num_classes=10,
                              dropout_rate=0.5)
   variables = init(noisy, x)
   a, _ = apply(noisy, variables, x, train=True, dropout_seed=2)
@@ -139,10 +144,10 @@ def test_train_and_eval_differ_only_by_bn_dropout_and_drop_path():
 
 
 def test_drop_path_zeroes_whole_samples_and_rescales():
-  class Residual(model.nn.Module):
-    @model.nn.compact
+  class Residual(nn.Module):
+    @nn.compact
     def __call__(self, x):
-      return model.drop_path(self, x, 0.25, train=True)
+      return blocks.drop_path(self, x, 0.25, train=True)
   x = jnp.ones((4000, 2, 2, 3))
   y = Residual().apply({}, x, rngs={"dropout": jax.random.key(0)})
   per_sample = np.asarray(y).reshape(4000, -1)
@@ -204,7 +209,7 @@ def test_padding_rules():
 
 def test_tf_initialisers():
   s = scaling.variant("b0")
-  m = model.EfficientNet(spec.build(s.width, s.depth), num_classes=1000)
+  m = convnet.ConvNet(registry.build("efficientnet", s.width, s.depth), num_classes=1000)
   params = init(m, jnp.zeros((1, 32, 32, 3)))["params"]
   expand = params["blocks_14"]["expand_conv"]["conv"]["kernel"]  # 1x1, 192 → 1152
   assert np.std(expand) == pytest.approx(np.sqrt(2 / 1152), rel=0.02)
@@ -230,7 +235,7 @@ def test_bfloat16_compute_keeps_float32_params_stats_and_logits():
                              atol=0.1 * np.abs(reference).max())
 
 
-@pytest.mark.parametrize("policy", model.REMAT_POLICIES)
+@pytest.mark.parametrize("policy", convnet.REMAT_POLICIES)
 def test_remat_gives_the_same_gradients(policy):
   x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
   plain, remat = tiny(), tiny(remat=True, remat_policy=policy)
@@ -251,7 +256,7 @@ def test_unknown_remat_policy_is_refused():
   config = defaults.get_config()
   config.model.remat_policy = "some"
   with pytest.raises(ValueError, match="config.model.remat_policy"):
-    model.create(config.model, 10)
+    validation.check_values(config)
 
 
 @pytest.mark.parametrize("use_bias", [False, True])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from efficientnet_jax.models import scaling
+from efficientnet_jax.models import registry, scaling
 from configs import efficientnet as efficientnet_config
 
 
@@ -64,22 +64,22 @@ def test_grid_candidates_satisfy_constraint():
 
 
 def test_config_argument_parsing():
-  assert scaling.from_config(efficientnet_config.get_config("b3").model) == scaling.variant("b3")
-  phi = scaling.from_config(efficientnet_config.get_config("phi=2.5,alpha=1.1").model)
+  assert registry.scaling_of(efficientnet_config.get_config("b3").model) == scaling.variant("b3")
+  phi = registry.scaling_of(efficientnet_config.get_config("phi=2.5,alpha=1.1").model)
   assert phi.depth == pytest.approx(1.1**2.5) and phi.width == pytest.approx(1.1**2.5)
   with pytest.raises(ValueError, match="expected phi="):
     efficientnet_config.get_config("phi=2,delta=3")
   config = efficientnet_config.get_config("b9")
   with pytest.raises(ValueError, match="config.model.variant"):
-    scaling.from_config(config.model)
+    registry.scaling_of(config.model)
 
 
 def test_config_overrides_win_over_the_row():
   config = efficientnet_config.get_config("b2")
   config.model.resolution = 256
   config.model.width = 1.05
-  s = scaling.from_config(config.model)
+  s = registry.scaling_of(config.model)
   assert (s.width, s.depth, s.resolution, s.dropout_rate) == (1.05, 1.2, 256, 0.3)
   config.model.resolution = 0
   with pytest.raises(ValueError, match="config.model: resolution"):
-    scaling.from_config(config.model)
+    registry.scaling_of(config.model)

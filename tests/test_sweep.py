@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 
-from efficientnet_jax.models import model as model_lib
-from efficientnet_jax.models import costs, scaling, spec
+from efficientnet_jax.models import convnet, costs, registry, scaling
 from efficientnet_jax.research import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +34,7 @@ def test_phi_on_b0_is_the_formula_alone():
   assert (runs[1].width, runs[1].depth, runs[1].resolution) == (
       size.width, size.depth, size.resolution)
   assert runs[0].params == 5_288_548 and runs[0].multiply_adds == costs.multiply_adds(
-      spec.build(1, 1), 224)
+      registry.build("efficientnet"), 224)
   assert runs[1].workdir == "gs://bucket/phi/phi_2.5"
 
 
@@ -57,20 +56,20 @@ def test_phi_and_single_dimensions_scale_the_base_config():
   assert by_name["width_1"].workdir == "/sweeps/s/phi_0"
   assert [r.name for r in sweep.to_train(runs)] == [
       "phi_0", "phi_1", "phi_2", "width_2", "depth_3", "resolution_1.5"]
-  # Predicted sizes are the ones training builds: the run's config through model.create.
+  # Predicted sizes are the ones training builds: the run's config through convnet.create.
   config = sweep.load_config(DEMO, sweep.override_flags(TINY) + list(phi2.flags))
-  model, size = model_lib.create(config.model, num_classes=10)
+  model, size = convnet.create(config.model, num_classes=10)
   assert size.resolution == 44
-  assert phi2.params == costs.count_params(model, 44)
+  assert phi2.params == costs.count_module_params(model, 44)
   assert phi2.multiply_adds == costs.multiply_adds(model.network, 44, 10)
 
 
 def test_efficientnet_params_from_the_spec_are_exact():
   for name, params in (("b0", 5_288_548), ("b3", 12_233_232), ("b7", 66_347_960)):
-    s = scaling.variant(name)
-    assert sweep.efficientnet_params(spec.build(s.width, s.depth), 1000) == params
-  assert sweep.efficientnet_params(spec.build(0.3, 0.7), 0) == costs.count_params(
-      model_lib.EfficientNet(spec.build(0.3, 0.7), num_classes=0), 32)
+    assert costs.count_params(registry.variant_network(name), 1000) == params
+  network = registry.build("efficientnet", 0.3, 0.7)
+  assert costs.count_params(network, 0) == costs.count_module_params(
+      convnet.ConvNet(network, num_classes=0), 32)
 
 
 def test_grid_candidates_obey_the_constraint():

@@ -68,10 +68,5 @@ def main(argv):
         f"(top-1 {100 * best.top1:.2f}%; paper: 1.2, 1.1, 1.15)")
 
 
-def run():
-  """Console script `efficientnet-grid-search`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -5,8 +5,8 @@ against ResNet-50/152, all through one code path: jit, warm-up calls, median of 
   efficientnet-latency --models=b0,mobilenetv2 --repeats=50
   taskset -c 0 efficientnet-latency                   # one core, like the paper
 
-Models: EfficientNet variants (b0 … b7, at their resolution) and the baselines of
-efficientnet_jax/baselines.py (at 224). Weights are random: latency does not depend on
+Models: any name the registry knows (`efficientnet_jax.models.registry.lookup`):
+EfficientNet variants (b0 … l2, at their resolution) and the Table 3 baselines (at 224). Weights are random: latency does not depend on
 them. Don't set cheap-compile XLA_FLAGS here: they slow the compiled code down.
 """
 
@@ -19,10 +19,8 @@ import time
 from absl import app, flags
 import flax.linen as nn
 
-from efficientnet_jax.models import baseline_models, baselines
+from efficientnet_jax.models import convnet, costs, registry
 from efficientnet_jax.research import paper_tables
-from efficientnet_jax.models import model as model_lib, costs, scaling, spec
-from efficientnet_jax.research import sweep
 
 _MODELS = flags.DEFINE_list("models", ["b0", "b1", "resnet50", "resnet152"],
                             "EfficientNet variants and/or baselines to time.")
@@ -38,19 +36,16 @@ PAPER_LATENCY_S = {"b1": 0.098, "resnet152": 0.554, "b7": 3.1}
 
 def build(name: str) -> tuple[nn.Module, int, int, int]:
   """(module, resolution, params, multiply-adds) for a variant or baseline name."""
-  if name in scaling.VARIANTS:
-    size = scaling.variant(name)
-    network = spec.build(size.width, size.depth)
-    module = model_lib.EfficientNet(network, depthwise_impl=_DEPTHWISE.value)
-    return (module, size.resolution, sweep.efficientnet_params(network, 1000),
-            costs.multiply_adds(network, size.resolution))
-  if name in baselines.ARCHITECTURES:
-    network = baselines.build(name)
-    module = baseline_models.BaselineNet(network, depthwise_impl=_DEPTHWISE.value)
-    return (module, scaling.BASE_RESOLUTION, baselines.count_params(network),
-            baselines.multiply_adds(network, scaling.BASE_RESOLUTION))
-  raise ValueError(f"--models: unknown model {name!r}; known: "
-                   f"{', '.join([*scaling.VARIANTS, *baselines.ARCHITECTURES])}")
+  try:
+    family, variant = registry.lookup(name)
+  except ValueError as e:
+    raise ValueError(f"--models: {e}") from None
+  size = family.variants[variant]
+  network = registry.variant_network(variant, family.name)
+  module = convnet.ConvNet(network, dropout_rate=size.dropout_rate,
+                           depthwise_impl=_DEPTHWISE.value)
+  return (module, size.resolution, costs.count_params(network),
+          costs.multiply_adds(network, size.resolution))
 
 
 def latency(module: nn.Module, resolution: int, warmup: int, repeats: int) -> tuple[float, float]:
@@ -101,10 +96,5 @@ def main(argv):
   print(fmt(header, rows))
 
 
-def run():
-  """Console script `efficientnet-latency`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

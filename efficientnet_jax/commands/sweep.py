@@ -148,10 +148,5 @@ def main(argv):
     sys.exit(f"{len(failures)} run(s) failed: {', '.join(failures)}")
 
 
-def run():
-  """Console script `efficientnet-sweep`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from efficientnet_jax.research import paper_tables, sweep_results
-from efficientnet_jax.models import scaling, spec
+from efficientnet_jax.models import registry, scaling
 
 _VARIANT = flags.DEFINE_string("variant", "b0", "Variant whose Table 1 to print.")
 _PHI = flags.DEFINE_list("phi", [], "Extra φ values (compound formula) for Table 2.")
@@ -50,7 +50,7 @@ def main(argv):
     return
   fmt = paper_tables.to_csv if _CSV.value else paper_tables.to_markdown
   size = scaling.variant(_VARIANT.value)
-  network = spec.build(size.width, size.depth)
+  network = registry.variant_network(_VARIANT.value)
   print(f"Table 1: EfficientNet-{_VARIANT.value.upper()} at {size.resolution}x{size.resolution}\n")
   print(fmt(paper_tables.TABLE1_HEADER,
             paper_tables.architecture_table(network, size.resolution)))
@@ -63,10 +63,5 @@ def main(argv):
     print(fmt(sweep_results.BASELINE_SIZE_HEADER, sweep_results.baseline_size_rows()))
 
 
-def run():
-  """Console script `efficientnet-tables`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from efficientnet_jax.models import registry
+
+IMAGENET_MEAN_RGB = registry.IMAGENET_MEAN_RGB
+IMAGENET_STDDEV_RGB = registry.IMAGENET_STDDEV_RGB
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -20,7 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Model: a published variant, or the φ formula when variant == "phi". ---
   config.model = ml_collections.ConfigDict()
-  config.model.family = "efficientnet"             # or resnet50/152, mobilenetv2/v1 (Table 3)
+  # A family of models.registry (efficientnet, or Table 3's resnet50/152, mobilenetv2/v1)
+  # and one of its sizes; the baselines take EfficientNet's size rows and φ formula.
+  config.model.family = "efficientnet"
   config.model.variant = "b0"                      # "b0" … "b8", "l2", or "phi"
   config.model.phi = config_dict.placeholder(float)
   config.model.alpha = 1.2                         # depth base (variant == "phi")
@@ -32,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.depth = config_dict.placeholder(float)
   config.model.resolution = config_dict.placeholder(int)
   config.model.dropout_rate = config_dict.placeholder(float)
-  config.model.drop_path_rate = 0.2
+  config.model.drop_path_rate = config_dict.placeholder(float)  # None: the family's (0.2, 0)
   config.model.num_classes = config_dict.placeholder(int)  # None: the dataset's
   config.model.padding = "same"                    # "same" (TF) | "symmetric" (PyTorch)
   config.model.depthwise_impl = "auto"             # "auto" | "xla" | "shift_add"

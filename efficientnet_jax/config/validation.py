@@ -13,7 +13,8 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from efficientnet_jax.models import baselines, layers, model, scaling
+from efficientnet_jax.models import convnet, layers, registry, scaling
+from efficientnet_jax.training import optimizers
 from efficientnet_jax.config import defaults
 
 _Check = Callable[[Any], bool]
@@ -26,10 +27,8 @@ _optional_positive = lambda v: v is None or v > 0
 # key: (allowed types, check, what the check means). Keys absent here are free-form.
 RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "seed": ((int,), _non_negative, ">= 0"),
-    "model.family": ((str,), lambda v: v == "efficientnet" or v in baselines.ARCHITECTURES,
-                     "efficientnet or a baseline of efficientnet_jax.baselines"),
-    "model.variant": ((str,), lambda v: v in (*scaling.VARIANTS, "phi"),
-                      f"one of {', '.join(scaling.VARIANTS)}, phi"),
+    "model.family": ((str,), lambda v: v in registry.FAMILIES,
+                     f"one of {', '.join(registry.FAMILIES)}"),
     "model.phi": ((int, float, type(None)), lambda v: v is None or math.isfinite(v), "finite"),
     "model.alpha": ((int, float), lambda v: v >= 1, ">= 1"),
     "model.beta": ((int, float), lambda v: v >= 1, ">= 1"),
@@ -42,17 +41,18 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
                          f">= the total stride {scaling.MIN_RESOLUTION}"),
     "model.dropout_rate": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
                            "in [0, 1)"),
-    "model.drop_path_rate": ((int, float), _fraction, "in [0, 1)"),
+    "model.drop_path_rate": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
+                             "in [0, 1) (None: the family's)"),
     "model.num_classes": ((int, type(None)), lambda v: v is None or v >= 0, ">= 0"),
     "model.padding": ((str,), lambda v: v in layers.PADDINGS, f"one of {layers.PADDINGS}"),
     "model.depthwise_impl": ((str,), lambda v: v in layers.DEPTHWISE_IMPLS,
                              f"one of {layers.DEPTHWISE_IMPLS}"),
-    "model.dtype": ((str,), lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+    "model.dtype": ((str,), lambda v: v in convnet.DTYPES, f"one of {convnet.DTYPES}"),
     "model.remat": ((bool,), lambda v: True, "a bool"),
     "finetune.freeze_backbone_epochs": ((int, float), _non_negative, ">= 0"),
     "finetune.freeze_bn": ((bool,), lambda v: True, "a bool"),
-    "model.remat_policy": ((str,), lambda v: v in model.REMAT_POLICIES,
-                           f"one of {model.REMAT_POLICIES}"),
+    "model.remat_policy": ((str,), lambda v: v in convnet.REMAT_POLICIES,
+                           f"one of {convnet.REMAT_POLICIES}"),
     "model.bn_momentum": ((int, float), _fraction, "in [0, 1)"),
     "model.bn_epsilon": ((int, float), _positive, "> 0"),
     "dataset": ((str,), lambda v: bool(v), "a tfds dataset name"),
@@ -69,8 +69,8 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "eval_batch_size": ((int, type(None)), _optional_positive, "> 0"),
     "num_epochs": ((int, float), _positive, "> 0"),
     "num_train_steps": ((int, type(None)), _optional_positive, "> 0"),
-    "optimizer.name": ((str,), lambda v: v in ("rmsprop", "sgd", "lars", "adamw"),
-                       "one of rmsprop, sgd, lars, adamw"),
+    "optimizer.name": ((str,), lambda v: v in optimizers.OPTIMIZERS,
+                       f"one of {', '.join(optimizers.OPTIMIZERS)}"),
     "optimizer.base_learning_rate": ((int, float), _positive, "> 0"),
     "optimizer.base_batch_size": ((int,), _positive, "> 0"),
     "optimizer.momentum": ((int, float), _fraction, "in [0, 1)"),
@@ -78,8 +78,8 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "optimizer.rmsprop_epsilon": ((int, float), _positive, "> 0"),
     "optimizer.adamw_weight_decay": ((int, float), _non_negative, ">= 0"),
     "optimizer.l2_weight_decay": ((int, float), _non_negative, ">= 0"),
-    "schedule.name": ((str,), lambda v: v in ("exponential", "cosine", "polynomial"),
-                      "one of exponential, cosine, polynomial"),
+    "schedule.name": ((str,), lambda v: v in optimizers.SCHEDULES,
+                      f"one of {', '.join(optimizers.SCHEDULES)}"),
     "schedule.warmup_epochs": ((int, float), _non_negative, ">= 0"),
     "schedule.decay_epochs": ((int, float), _positive, "> 0"),
     "schedule.decay_rate": ((int, float), lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -135,9 +135,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                        + " or ".join(t.__name__ for t in types))
     if not check(value):
       raise ValueError(f"config.{key}={value!r} must be {meaning}")
-  if config.model.variant == "phi" and config.model.phi is None:
-    raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
-  scaling.from_config(config.model)  # the size the scaling rules give is sane
+  check_model(config.model)
   low, high = tuple(config.input.crop_area_range)
   if not 0 < low <= high <= 1:
     raise ValueError(f"config.input.crop_area_range={(low, high)} must satisfy "
@@ -156,6 +154,21 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   group = config.bn_group_size
   if group and devices % group:
     raise ValueError(f"config.bn_group_size={group} must divide the device count {devices}")
+
+
+def check_model(model_config: ml_collections.ConfigDict) -> None:
+  """The family knows the variant, the size is sane, and the input is not below the stride."""
+  family = registry.family_of(model_config)
+  if model_config.variant not in registry.variant_names(family.name):
+    raise ValueError(f"config.model.variant={model_config.variant!r} must be one of "
+                     f"{', '.join(registry.variant_names(family.name))}")
+  if model_config.variant == registry.PHI and model_config.phi is None:
+    raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
+  size = registry.scaling_of(model_config)
+  network = registry.network_of(model_config)
+  if size.resolution < network.total_stride:
+    raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
+                     f"network's total stride {network.total_stride}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -106,12 +106,16 @@ def compound(phi: float,
   if raw_resolution < MIN_RESOLUTION:
     raise ValueError(f"phi={phi}, gamma={gamma} gives resolution {raw_resolution:.1f}, smaller "
                      f"than the network's total stride {MIN_RESOLUTION}")
-  resolution = max(resolution_multiple,
-                   int(round(raw_resolution / resolution_multiple)) * resolution_multiple)
+  resolution = round_resolution(raw_resolution, resolution_multiple)
   try:
     return Scaling(width=width, depth=depth, resolution=resolution, dropout_rate=dropout_rate)
   except ValueError as e:
     raise ValueError(f"phi={phi}, alpha={alpha}, beta={beta}, gamma={gamma}: {e}") from None
+
+
+def round_resolution(resolution: float, multiple: int) -> int:
+  """The nearest multiple of `multiple` (at least `multiple` itself)."""
+  return max(multiple, int(round(resolution / multiple)) * multiple)
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:

@@ -10,7 +10,7 @@ import dataclasses
 import io
 from typing import Sequence
 
-from efficientnet_jax.models import costs, scaling, spec as spec_lib
+from efficientnet_jax.models import architecture, costs, registry, scaling
 
 # Paper Table 1 (B0 at 224): stage, operator, input resolution, channels, layers.
 PAPER_TABLE1_B0 = (
@@ -40,10 +40,10 @@ PAPER_TABLE2 = {
 TABLE1_HEADER = ("stage", "operator", "resolution", "channels", "layers")
 
 
-def architecture_table(network: spec_lib.Network, resolution: int) -> list[tuple]:
+def architecture_table(network: architecture.Network, resolution: int) -> list[tuple]:
   """Table 1 for any scaled network: one row per stage, input resolution of each."""
   rows = [(1, "Conv3x3", f"{resolution}x{resolution}", network.stem_channels, 1)]
-  size = -(-resolution // spec_lib.STEM_STRIDE)
+  size = -(-resolution // architecture.STEM_STRIDE)
   for stage in range(network.num_stages):
     blocks = [b for b in network.blocks if b.stage == stage]
     first = blocks[0]
@@ -71,11 +71,8 @@ class SizeRow:
 
 
 def size_row(name: str, size: scaling.Scaling, num_classes: int = 1000) -> SizeRow:
-  # Imported here so that Table 1 (pure spec) does not need Flax.
-  from efficientnet_jax.models import model as model_lib
-  network = spec_lib.build(size.width, size.depth)
-  params = costs.count_params(
-      model_lib.EfficientNet(network, num_classes=num_classes), resolution=64)
+  network = registry.build("efficientnet", size.width, size.depth)
+  params = costs.count_params(network, num_classes)
   paper = PAPER_TABLE2.get(name)
   return SizeRow(name, size.width, size.depth, size.resolution, params,
                  costs.multiply_adds(network, size.resolution, num_classes),

@@ -32,7 +32,7 @@ from etils import epath
 import ml_collections
 from ml_collections import config_flags
 
-from efficientnet_jax.models import baselines, costs, scaling, spec
+from efficientnet_jax.models import costs, registry, scaling
 from efficientnet_jax.training import metrics_log
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ MANIFEST = "sweep.json"
 DONE_FILE = "done.json"   # written by the local backend after a run finished
 DIMENSIONS = ("width", "depth", "resolution")
 GRID_TARGET = 2.0         # paper step 1: α·β²·γ² ≈ 2, so each unit of φ doubles the FLOPs
-EFFICIENTNET = "efficientnet"
+EFFICIENTNET = registry.DEFAULT_FAMILY
 
 
 # --- Configs: parsed by the same absl/ml_collections machinery as main.py. ---
@@ -77,8 +77,8 @@ def override_flags(overrides: Sequence[str]) -> list[str]:
 
 
 def family(model_config: Any) -> str:
-  """config.model.family, or EfficientNet for configs from before that key existed."""
-  return model_config.get("family", EFFICIENTNET) or EFFICIENTNET
+  """The family name of `config.model` (as the registry resolves it)."""
+  return registry.family_of(model_config).name
 
 
 def dataset_classes(config: ml_collections.ConfigDict) -> int:
@@ -95,45 +95,15 @@ def dataset_classes(config: ml_collections.ConfigDict) -> int:
                      ) from None
 
 
-def efficientnet_params(network: spec.Network, num_classes: int) -> int:
-  """Trainable parameters of `model.EfficientNet(network)` from the spec alone.
-
-  Tracing the module (`costs.count_params`) takes seconds per size and a grid has
-  dozens; tests check this arithmetic against it.
-  """
-  conv_bn = lambda fan_in, out: fan_in * out + 2 * out
-  total = conv_bn(27, network.stem_channels)
-  for b in network.blocks:
-    mid = b.expanded_channels
-    if b.expand_ratio != 1:
-      total += conv_bn(b.in_channels, mid)
-    total += conv_bn(b.kernel**2, mid)
-    if b.se_channels:
-      total += (mid + 1) * b.se_channels + (b.se_channels + 1) * mid
-    total += conv_bn(mid, b.out_channels)
-  total += conv_bn(network.blocks[-1].out_channels, network.head_channels)
-  return total + ((network.head_channels + 1) * num_classes if num_classes else 0)
-
-
 def network_cost(model_config: Any, num_classes: int) -> tuple[int, int]:
   """(trainable parameters, multiply-adds) of the network `config.model` describes."""
-  size = scaling.from_config(model_config)
-  name = family(model_config)
-  if name == EFFICIENTNET:
-    network = spec.build(size.width, size.depth)
-  else:
-    try:
-      network = baselines.build(name, size.width, size.depth)
-    except ValueError as e:
-      raise ValueError(f"config.model.family: {e}") from None
-  if size.resolution < network.total_stride:  # as model.create refuses it
+  size = registry.scaling_of(model_config)
+  network = registry.network_of(model_config)
+  if size.resolution < network.total_stride:  # as the config validator refuses it
     raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
                      f"network's total stride {network.total_stride}")
-  if name == EFFICIENTNET:
-    return (efficientnet_params(network, num_classes),
-            costs.multiply_adds(network, size.resolution, num_classes))
-  return (baselines.count_params(network, num_classes),
-          baselines.multiply_adds(network, size.resolution, num_classes))
+  return (costs.count_params(network, num_classes),
+          costs.multiply_adds(network, size.resolution, num_classes))
 
 
 # --- Expanding a sweep. ---
@@ -204,10 +174,6 @@ def _number(x: float) -> str:
   return f"{x:.6g}"
 
 
-def _round_resolution(resolution: float, multiple: int) -> int:
-  return max(multiple, int(round(resolution / multiple)) * multiple)
-
-
 def _compound_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling, phi: float,
                     alpha: float, beta: float, gamma: float) -> list[str]:
   out = ["--config.model.variant=phi", f"--config.model.phi={_number(phi)}",
@@ -221,13 +187,13 @@ def _compound_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
       f"--config.model.width={_number(base_size.width * beta**phi)}",
       f"--config.model.depth={_number(base_size.depth * alpha**phi)}",
       f"--config.model.resolution="
-      f"{_round_resolution(base_size.resolution * gamma**phi, m.resolution_multiple)}"]
+      f"{scaling.round_resolution(base_size.resolution * gamma**phi, m.resolution_multiple)}"]
 
 
 def _dimension_flag(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
                     dimension: str, multiplier: float) -> str:
   if dimension == "resolution":
-    value = _round_resolution(base_size.resolution * multiplier, base.model.resolution_multiple)
+    value = scaling.round_resolution(base_size.resolution * multiplier, base.model.resolution_multiple)
     return f"--config.model.resolution={value}"
   return f"--config.model.{dimension}={_number(getattr(base_size, dimension) * multiplier)}"
 
@@ -253,7 +219,7 @@ def expand(config_arg: str, sweep_dir: str, *, overrides: Sequence[str] = (),
   extra = override_flags(overrides)
   base = load_config(config_arg, extra)
   try:
-    base_size = scaling.from_config(base.model)
+    base_size = registry.scaling_of(base.model)
   except ValueError as e:
     raise ValueError(f"--config={config_arg}: {e}") from None
   m = base.model
@@ -283,7 +249,7 @@ def expand(config_arg: str, sweep_dir: str, *, overrides: Sequence[str] = (),
   for name, kind, value, run_flags, (alpha, beta, gamma) in planned:
     config = load_config(config_arg, extra + run_flags)
     try:
-      size = scaling.from_config(config.model)
+      size = registry.scaling_of(config.model)
       params, multiply_adds = network_cost(config.model, classes)
     except ValueError as e:
       raise ValueError(f"run {name} ({' '.join(run_flags)}): {e}") from None
@@ -318,7 +284,7 @@ def write_manifest(sweep_dir: str, runs: Sequence[Run], config_arg: str,
                    overrides: Sequence[str]) -> None:
   """sweep.json: the base config, its scaling, and every run (what scaling_results reads)."""
   base = load_config(config_arg, override_flags(overrides))
-  size = scaling.from_config(base.model)
+  size = registry.scaling_of(base.model)
   manifest = {
       "config": config_arg, "overrides": list(overrides),
       "base": {"family": family(base.model), "variant": base.model.variant,

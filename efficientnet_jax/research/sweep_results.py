@@ -20,7 +20,7 @@ import ml_collections
 from matplotlib import ticker
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, needs no display
 
-from efficientnet_jax.models import baselines, scaling
+from efficientnet_jax.models import costs, registry, scaling
 from efficientnet_jax.research import paper_tables, sweep
 
 KIND_LABELS = {"width": "width only", "depth": "depth only", "resolution": "resolution only",
@@ -119,7 +119,7 @@ def _from_config(name: str, workdir: epath.Path, entry: dict[str, Any],
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   classes = (config.model.num_classes or num_classes or entry.get("num_classes")
              or sweep.dataset_classes(config))
-  size = scaling.from_config(config.model)
+  size = registry.scaling_of(config.model)
   params, multiply_adds = sweep.network_cost(config.model, classes)
   record = sweep.final_eval(str(workdir)) or {}
   return Result(
@@ -245,10 +245,10 @@ def baseline_size_rows(resolution: int = scaling.BASE_RESOLUTION) -> list[tuple]
     elif p.kind == "phi":
       size = scaling.compound(p.value)
       width, depth, res = size.width, size.depth, size.resolution
-    network = baselines.build(p.family, width, depth)
-    macs = baselines.multiply_adds(network, res)
+    network = registry.build(p.family, width, depth)
+    macs = costs.multiply_adds(network, res)
     rows.append((p.family, p.setting, f"{width:.3f}", f"{depth:.3f}", res,
-                 f"{baselines.count_params(network):,}", _billions(macs),
+                 f"{costs.count_params(network):,}", _billions(macs),
                  _billions(p.flops), f"{100 * (macs / p.flops - 1):+.0f}%", f"{p.top1:.1f}"))
   return rows
 

@@ -1,8 +1,9 @@
-"""The scaled network spec against the reference architectures."""
+"""The architecture vocabulary and its builder against the reference architectures."""
 
 import pytest
 
-from efficientnet_jax.models import scaling, spec
+from efficientnet_jax.models import registry, scaling
+from efficientnet_jax.models.families import efficientnet
 
 # Per-stage repeats and output channels, stem and head of the released models.
 REFERENCE = {
@@ -22,7 +23,7 @@ REFERENCE = {
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_stage_repeats_and_channels(name):
   s = scaling.variant(name)
-  network = spec.build(s.width, s.depth)
+  network = registry.build("efficientnet", s.width, s.depth)
   repeats, channels, stem, head = REFERENCE[name]
   assert network.stage_repeats() == repeats
   assert network.stage_channels() == channels
@@ -32,7 +33,7 @@ def test_stage_repeats_and_channels(name):
 
 def test_drop_path_rates_are_linear_in_block_index():
   s = scaling.variant("b3")
-  network = spec.build(s.width, s.depth)
+  network = registry.build("efficientnet", s.width, s.depth)
   n = len(network.blocks)
   assert n == 26
   assert [b.drop_path_rate for b in network.blocks] == pytest.approx(
@@ -41,26 +42,26 @@ def test_drop_path_rates_are_linear_in_block_index():
 
 
 def test_se_width_comes_from_block_input_channels():
-  network = spec.build(1.0, 1.0)
+  network = registry.build("efficientnet")
   for b in network.blocks:
     assert b.se_channels == max(1, int(b.in_channels * 0.25))
   # First block of stage 2: input 16, expanded 96 → SE reduces to 4, not 24.
-  assert (network.blocks[1].in_channels, network.blocks[1].expanded_channels,
+  assert (network.blocks[1].in_channels, network.blocks[1].mid_channels,
           network.blocks[1].se_channels) == (16, 96, 4)
 
 
 def test_only_first_block_of_a_stage_strides_and_changes_width():
-  network = spec.build(1.0, 2.0)
+  network = registry.build("efficientnet", 1.0, 2.0)
   for stage in range(network.num_stages):
     blocks = [b for b in network.blocks if b.stage == stage]
     assert all(b.stride == 1 and b.has_residual for b in blocks[1:])
-    assert blocks[0].stride == spec.B0_STAGES[stage].stride
+    assert blocks[0].stride == efficientnet.STAGES[stage].stride
 
 
 def test_bad_multipliers_raise():
   with pytest.raises(ValueError, match="width multiplier"):
-    spec.build(0.0, 1.0)
+    registry.build("efficientnet", 0.0, 1.0)
   with pytest.raises(ValueError, match="depth multiplier"):
-    spec.build(1.0, -2.0)
+    registry.build("efficientnet", 1.0, -2.0)
   with pytest.raises(ValueError, match="drop_path_rate"):
-    spec.build(1.0, 1.0, drop_path_rate=1.0)
+    registry.build("efficientnet", drop_path_rate=1.0)

@@ -1,0 +1,172 @@
+"""The architecture vocabulary every family is written in, and the one builder.
+
+A family is an `Architecture`: a stem, a table of `Stage`s and an optional head conv.
+`build` scales it (width multiplies every channel count with `scaling.round_filters`,
+depth every stage's repeats with `scaling.round_repeats`) into a `Network`: the list of
+`Block`s with their exact channel counts and drop-path rates. Everything that builds,
+counts or converts a network reads that list. Nothing here imports Flax, so tables,
+sweeps, costs and converters can use it freely; `blocks.py`/`network.py` turn it into
+computation and `families/` holds the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from efficientnet_jax.models import scaling
+
+# Block kinds (the Flax module of each is in `blocks.py`, its cost in `costs.py`).
+MBCONV = "mbconv"                            # [1×1 expand] → depthwise k×k → [SE] → 1×1 project
+DEPTHWISE_SEPARABLE = "depthwise_separable"  # depthwise k×k → 1×1, both activated (MobileNetV1)
+BOTTLENECK = "bottleneck"                    # 1×1 reduce → k×k → 1×1 expand, + shortcut (ResNet)
+BLOCK_KINDS = (MBCONV, DEPTHWISE_SEPARABLE, BOTTLENECK)
+ACTIVATIONS = ("swish", "relu", "relu6")
+STEM_STRIDE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """`repeats` blocks of one kind; only the first strides and changes the channel count.
+
+  `expansion`: MBConv, the expanded width is input channels · expansion; bottleneck, the
+  inner width is out_channels / expansion (4 in ResNet); unused by separable blocks.
+  `se_ratio`: squeeze-excite to `se_ratio` × the block's *input* channels (0: none).
+  """
+
+  block: str
+  kernel: int
+  stride: int
+  expansion: int
+  out_channels: int
+  repeats: int
+  se_ratio: float = 0.0
+  activation: str = "swish"
+
+  def __post_init__(self):
+    if self.block not in BLOCK_KINDS:
+      raise ValueError(f"unknown block kind {self.block!r}; known: {', '.join(BLOCK_KINDS)}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"unknown activation {self.activation!r}; known: "
+                       f"{', '.join(ACTIVATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """An unscaled network: stem conv [→ 3×3 max pool] → stages [→ 1×1 head conv] → classifier."""
+
+  name: str
+  stem_channels: int
+  stages: tuple[Stage, ...]
+  head_channels: int          # 0: no head conv (ResNet, MobileNetV1)
+  stem_kernel: int = 3
+  stem_pool: bool = False     # ResNet's 3×3 stride-2 max pool after the stem
+  activation: str = "swish"   # of the stem and the head conv
+  min_head_width: float = 0.0  # MobileNetV2 never narrows its head below 1280
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """One block of a scaled network, with everything needed to build, count or convert it."""
+
+  kind: str
+  stage: int            # 0-based stage index
+  index: int            # 0-based global block index
+  kernel: int
+  stride: int
+  expand_ratio: int
+  in_channels: int
+  mid_channels: int     # MBConv expanded width, bottleneck inner width, or the input width
+  out_channels: int
+  se_channels: int      # 0: no squeeze-excite
+  drop_path_rate: float
+  activation: str
+
+  @property
+  def has_expand_conv(self) -> bool:
+    return self.kind == MBCONV and self.expand_ratio != 1
+
+  @property
+  def has_residual(self) -> bool:
+    if self.kind == BOTTLENECK:
+      return True
+    return (self.kind == MBCONV and self.stride == 1
+            and self.in_channels == self.out_channels)
+
+  @property
+  def has_projection(self) -> bool:
+    """A 1×1 conv + BN on the shortcut where its shape changes (ResNet)."""
+    return self.kind == BOTTLENECK and (self.stride != 1 or self.in_channels != self.out_channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """A whole scaled body: stem → blocks → [head conv]."""
+
+  architecture: Architecture
+  stem_channels: int
+  blocks: tuple[Block, ...]
+  head_channels: int  # 0: no head conv
+
+  @property
+  def features(self) -> int:
+    """Channels entering the classifier."""
+    return self.head_channels or self.blocks[-1].out_channels
+
+  @property
+  def total_stride(self) -> int:
+    pool = 2 if self.architecture.stem_pool else 1
+    return STEM_STRIDE * pool * math.prod(b.stride for b in self.blocks)
+
+  @property
+  def num_stages(self) -> int:
+    return max(b.stage for b in self.blocks) + 1
+
+  def stage_repeats(self) -> list[int]:
+    return [sum(1 for b in self.blocks if b.stage == s) for s in range(self.num_stages)]
+
+  def stage_channels(self) -> list[int]:
+    return [next(b.out_channels for b in self.blocks if b.stage == s)
+            for s in range(self.num_stages)]
+
+
+def build(architecture: Architecture, width: float = 1.0, depth: float = 1.0,
+          drop_path_rate: float = 0.0) -> Network:
+  """`architecture` with channels scaled by `width` and stage repeats by `depth`.
+
+  Block i of N drops its residual branch with rate drop_path_rate·i/N (i from 0), as in
+  the reference; N counts blocks after depth scaling.
+  """
+  if not 0 <= drop_path_rate < 1:
+    raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+  # Validates width/depth ranges with the same messages as named variants.
+  scaling.Scaling(width=width, depth=depth, resolution=scaling.BASE_RESOLUTION,
+                  dropout_rate=0.0)
+  repeats = [scaling.round_repeats(s.repeats, depth) for s in architecture.stages]
+  total = sum(repeats)
+  blocks: list[Block] = []
+  in_channels = stem_channels = scaling.round_filters(architecture.stem_channels, width)
+  for stage_index, (stage, n) in enumerate(zip(architecture.stages, repeats)):
+    out_channels = scaling.round_filters(stage.out_channels, width)
+    for j in range(n):
+      if stage.block == BOTTLENECK:
+        mid = scaling.round_filters(stage.out_channels // stage.expansion, width)
+      elif stage.block == MBCONV:
+        mid = in_channels * stage.expansion
+      else:
+        mid = in_channels
+      index = len(blocks)
+      blocks.append(Block(
+          kind=stage.block, stage=stage_index, index=index, kernel=stage.kernel,
+          stride=stage.stride if j == 0 else 1,
+          expand_ratio=stage.expansion if stage.block == MBCONV else 1,
+          in_channels=in_channels, mid_channels=mid, out_channels=out_channels,
+          # Sized from the block's input width, not the expanded one (reference behaviour).
+          se_channels=max(1, int(in_channels * stage.se_ratio)) if stage.se_ratio > 0 else 0,
+          drop_path_rate=drop_path_rate * index / total,
+          activation=stage.activation))
+      in_channels = out_channels
+  head = (scaling.round_filters(architecture.head_channels,
+                                max(width, architecture.min_head_width))
+          if architecture.head_channels else 0)
+  return Network(architecture, stem_channels, tuple(blocks), head)

@@ -1,0 +1,1 @@
+"""The families' stage tables: one module of plain data each, registered in `registry.py`."""

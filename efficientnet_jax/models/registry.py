@@ -1,0 +1,158 @@
+"""Model families and their variants: the one place a model name is resolved.
+
+A family is an architecture (a table in `families/`), its named sizes (width, depth,
+resolution, dropout), whether the φ formula may size it, its default drop-path rate and
+the preprocessing its published weights expect. `config.model.family` picks the family,
+`config.model.variant` the size ("phi": the paper's formula with config.model.phi/alpha/
+beta/gamma), and config.model.width/depth/resolution/dropout_rate override single values.
+
+The Table 3 baselines take EfficientNet's size rows and formula: the paper scales them
+with the same compound rule. Configs, the validator, converters, sweeps, tables, latency
+and the benchmark ask this module; nothing else decides what a name means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from efficientnet_jax.models import architecture, scaling
+from efficientnet_jax.models.families import baselines, efficientnet
+
+PHI = "phi"  # config.model.variant for sizes from the φ formula
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How images are normalised for a family's published weights (0-255 scale)."""
+
+  mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
+  stddev_rgb: tuple[float, float, float] = IMAGENET_STDDEV_RGB
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  architecture: architecture.Architecture
+  variants: Mapping[str, scaling.Scaling]  # the published sizes, by name
+  compound_scaling: bool = True            # config.model.variant="phi" allowed
+  drop_path_rate: float = 0.0              # when config.model.drop_path_rate is None
+  preprocessing: Preprocessing = Preprocessing()
+  default_variant: str = "b0"
+  description: str = ""
+
+
+def _families(*families: Family) -> dict[str, Family]:
+  return {f.name: f for f in families}
+
+
+FAMILIES: dict[str, Family] = _families(
+    Family("efficientnet", efficientnet.B0, scaling.VARIANTS, drop_path_rate=0.2,
+           description="EfficientNet B0–B8, L2 (Tan & Le, 2019)"),
+    *(Family(arch.name, arch, scaling.VARIANTS,
+             description="Table 3 baseline, sized by EfficientNet's rows and formula")
+      for arch in baselines.ARCHITECTURES),
+)
+DEFAULT_FAMILY = "efficientnet"
+
+
+def family(name: str) -> Family:
+  try:
+    return FAMILIES[name]
+  except KeyError:
+    raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def family_of(model_config: Any) -> Family:
+  """config.model.family (EfficientNet for configs from before that key existed)."""
+  name = model_config.get("family", DEFAULT_FAMILY) or DEFAULT_FAMILY
+  try:
+    return family(name)
+  except ValueError as e:
+    raise ValueError(f"config.model.family: {e}") from None
+
+
+def variant_names(family_name: str = DEFAULT_FAMILY) -> list[str]:
+  """What config.model.variant may be for the family."""
+  f = family(family_name)
+  return [*f.variants, *([PHI] if f.compound_scaling else [])]
+
+
+def scaling_of(model_config: Any) -> scaling.Scaling:
+  """The size a `config.model` asks for: its variant row (or φ formula) plus overrides."""
+  f = family_of(model_config)
+  name = model_config.variant
+  if name == PHI and f.compound_scaling:
+    if model_config.phi is None:
+      raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
+    base = scaling.compound(model_config.phi, model_config.alpha, model_config.beta,
+                            model_config.gamma, model_config.resolution_multiple)
+  elif name in f.variants:
+    base = f.variants[name]
+  else:
+    raise ValueError(f"config.model.variant: unknown EfficientNet variant {name!r}; "
+                     f"known: {', '.join(variant_names(f.name))}")
+  overrides = {key: model_config[key]
+               for key in ("width", "depth", "resolution", "dropout_rate")
+               if model_config[key] is not None}
+  try:
+    return dataclasses.replace(base, **overrides)
+  except ValueError as e:
+    raise ValueError(f"config.model: {e}") from None
+
+
+def lookup(name: str) -> tuple[Family, str]:
+  """A model name: a variant of the default family ("b3") or a family ("resnet50", at its
+  default size). Returns the family and the variant name."""
+  if name in FAMILIES:
+    return FAMILIES[name], FAMILIES[name].default_variant
+  if name in FAMILIES[DEFAULT_FAMILY].variants:
+    return FAMILIES[DEFAULT_FAMILY], name
+  raise ValueError(f"unknown model {name!r}; known: "
+                   f"{', '.join([*FAMILIES[DEFAULT_FAMILY].variants, *FAMILIES])}")
+
+
+def drop_path_rate_of(model_config: Any) -> float:
+  rate = model_config.get("drop_path_rate")
+  return family_of(model_config).drop_path_rate if rate is None else rate
+
+
+def build(family_name: str = DEFAULT_FAMILY, width: float = 1.0, depth: float = 1.0,
+          drop_path_rate: float | None = None) -> architecture.Network:
+  """The family's architecture scaled by `width` and `depth` (drop path: its default)."""
+  f = family(family_name)
+  rate = f.drop_path_rate if drop_path_rate is None else drop_path_rate
+  return architecture.build(f.architecture, width, depth, rate)
+
+
+def network_of(model_config: Any) -> architecture.Network:
+  """The scaled block list a `config.model` describes (nothing is built in Flax)."""
+  size = scaling_of(model_config)
+  return build(family_of(model_config).name, size.width, size.depth,
+               drop_path_rate_of(model_config))
+
+
+def variant_network(name: str, family_name: str = DEFAULT_FAMILY) -> architecture.Network:
+  """The block list of a published variant, e.g. variant_network("b3")."""
+  size = family(family_name).variants.get(name)
+  if size is None:
+    raise ValueError(f"unknown {family_name} variant {name!r}; known: "
+                     f"{', '.join(family(family_name).variants)}")
+  return build(family_name, size.width, size.depth)
+
+
+def infer_variant(stem_channels: int, head_channels: int, num_blocks: int,
+                  family_name: str = DEFAULT_FAMILY) -> str:
+  """The published variant with this stem width, head width and block count.
+
+  What every converter asks when the weights file does not name its variant.
+  """
+  found = (stem_channels, head_channels, num_blocks)
+  for name in family(family_name).variants:
+    network = variant_network(name, family_name)
+    if (network.stem_channels, network.head_channels, len(network.blocks)) == found:
+      return name
+  raise ValueError(f"no EfficientNet variant has stem width {found[0]}, head width "
+                   f"{found[1]} and {found[2]} blocks")

@@ -1,0 +1,59 @@
+"""The registry walked: every family and variant builds, counts, and round-trips."""
+
+import pytest
+
+from efficientnet_jax.config import defaults, validation
+from efficientnet_jax.models import architecture, blocks, convnet, costs, registry
+
+EVERY_VARIANT = [(f, v) for f in registry.FAMILIES for v in registry.FAMILIES[f].variants]
+
+
+def model_config(family: str, variant: str):
+  config = defaults.get_config()
+  config.model.family, config.model.variant = family, variant
+  return config
+
+
+def test_every_block_kind_and_activation_has_a_module():
+  assert set(blocks.MODULES) == set(architecture.BLOCK_KINDS)
+  assert set(blocks.ACTIVATIONS) == set(architecture.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("family, variant", EVERY_VARIANT)
+def test_every_variant_builds_counts_and_round_trips_through_a_config(family, variant):
+  network = registry.variant_network(variant, family)
+  assert network.total_stride == 32
+  # The arithmetic cost model covers every block of every family.
+  assert costs.count_params(network) > costs.count_params(network, num_classes=0) > 0
+  size = registry.FAMILIES[family].variants[variant]
+  assert costs.multiply_adds(network, size.resolution) > 0
+  config = model_config(family, variant)
+  validation.check_model(config.model)
+  assert registry.scaling_of(config.model) == size
+  # The config describes the same block list, with the family's drop-path default.
+  assert [(b.kind, b.in_channels, b.out_channels, b.stride) for b in
+          registry.network_of(config.model).blocks] == [
+              (b.kind, b.in_channels, b.out_channels, b.stride) for b in network.blocks]
+  if family == registry.DEFAULT_FAMILY and variant == "b0":
+    assert registry.network_of(config.model).blocks[-1].drop_path_rate > 0
+
+
+@pytest.mark.parametrize("family", list(registry.FAMILIES))
+def test_the_flax_module_creates_what_the_cost_model_counts(family):
+  """Shapes only (jax.eval_shape): nothing is materialised."""
+  config = model_config(family, registry.FAMILIES[family].default_variant)
+  config.model.num_classes = 7
+  model, size = convnet.create(config.model)
+  assert size.resolution == 224
+  assert costs.count_module_params(model, 64) == costs.count_params(model.network, 7)
+
+
+def test_names_resolve_in_one_place():
+  assert registry.lookup("b3") == (registry.FAMILIES["efficientnet"], "b3")
+  assert registry.lookup("resnet50") == (registry.FAMILIES["resnet50"], "b0")
+  with pytest.raises(ValueError, match="unknown model 'vgg16'"):
+    registry.lookup("vgg16")
+  assert registry.variant_names("mobilenetv2")[-1] == registry.PHI
+  assert registry.infer_variant(40, 1536, 26) == "b3"
+  with pytest.raises(ValueError, match="no EfficientNet variant has stem width 40"):
+    registry.infer_variant(40, 1536, 27)
