@@ -23,7 +23,9 @@ import keras
 import numpy as np
 import pytest
 
+from efficientnet_jax.data import preprocessing
 from efficientnet_jax.models import layers
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import keras as convert_keras
 from efficientnet_jax.weights import strict
 
@@ -36,6 +38,11 @@ RESOLUTIONS = {
 ATOL = 1e-4
 pytestmark = pytest.mark.filterwarnings(  # Keras's own numpy 2 deprecation, once per call
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+def normalize(info, images):
+  """Raw 0–255 images → our model's input, as the package normalises (Keras's layers)."""
+  return preprocessing.normalize(images, info.mean_rgb, info.stddev_rgb)
 
 
 def keras_model(variant, size):
@@ -122,10 +129,11 @@ def test_logits_match_keras(variant, b0_files, tmp_path):
     path = tmp_path / (f"{variant}.weights.h5" if k % 2 == 0 else f"{variant}.h5")
     (reference.save_weights if k % 2 == 0 else reference.save)(path)
 
-  converted = convert_keras.keras_variables(str(path))  # variant inferred
-  assert converted.variant == variant
-  assert converted.num_classes == 1000
-  ours = converted.model(depthwise_impl="auto" if k < 4 else "xla")
+  variables, info = convert_keras.convert(str(path))  # variant inferred
+  assert info.variant == variant
+  assert info.num_classes == 1000
+  assert (info.padding, info.bn_epsilon, info.source["format"]) == ("same", 1e-3, "keras")
+  ours = info.model(depthwise_impl="auto" if k < 4 else "xla")
   apply = jax.jit(lambda v, x: ours.apply(v, x, train=False))
   for i, (size, x) in enumerate(zip(sizes, images)):
     model = reference
@@ -133,7 +141,7 @@ def test_logits_match_keras(variant, b0_files, tmp_path):
       model = keras_model(variant, size)
       model.load_weights(path)
     expected = model(x, training=False).numpy()
-    got = np.asarray(apply(converted.variables, converted.normalize(x)))
+    got = np.asarray(apply(variables, normalize(info, x)))
     assert 0.1 < np.abs(expected).max() < 100  # the comparison is meaningful
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=f"{size}")
 
@@ -145,34 +153,35 @@ def test_include_top_false_gives_features(tmp_path):
                                                 pooling="avg", input_shape=(64, 96, 3))
   randomise(reference, rng, rng.uniform(0, 255, (8, 64, 96, 3)).astype(np.float32))
   reference.save_weights(tmp_path / "notop.weights.h5")
-  converted = convert_keras.keras_variables(tmp_path / "notop.weights.h5")
-  assert (converted.variant, converted.num_classes) == ("b0", 0)
+  variables, info = convert_keras.convert(tmp_path / "notop.weights.h5")
+  assert (info.variant, info.num_classes) == ("b0", 0)
   x = rng.uniform(0, 255, (2, 64, 96, 3)).astype(np.float32)
   expected = reference(x, training=False).numpy()
-  ours = converted.model()
-  got = jax.jit(lambda v, x: ours.apply(v, x))(converted.variables, converted.normalize(x))
+  ours = info.model()
+  got = jax.jit(lambda v, x: ours.apply(v, x))(variables, normalize(info, x))
   assert got.shape == (2, 1280) and np.abs(expected).max() > 0.1
   np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
 
 
 def test_every_layout_gives_the_same_variables(b0_files):
   model, paths = b0_files
-  results = {name: convert_keras.keras_variables(str(p)) for name, p in paths.items()}
-  first = results["weights.h5"]
+  # Through the format table, as efficientnet-convert does: the same converter.
+  results = {name: converters.convert(str(p), "keras") for name, p in paths.items()}
+  first_variables, first = results["weights.h5"]
   norm = next(l for l in model.layers if isinstance(l, keras.layers.Normalization))
   mean, variance, _ = norm.get_weights()
   np.testing.assert_allclose(first.mean_rgb, 255 * mean, rtol=1e-6)
   np.testing.assert_allclose(first.stddev_rgb, 255 * np.sqrt(variance), rtol=1e-6)
   kernel = model.get_layer("block2a_dwconv").get_weights()[0]  # (3, 3, 96, 1)
   np.testing.assert_array_equal(
-      first.variables["params"]["blocks_1"]["depthwise_conv"]["kernel"][:, :, 0, :],
+      first_variables["params"]["blocks_1"]["depthwise_conv"]["kernel"][:, :, 0, :],
       kernel[:, :, :, 0])
-  stats = first.variables["batch_stats"]["head_bn"]
+  stats = first_variables["batch_stats"]["head_bn"]
   np.testing.assert_array_equal(stats["var"], model.get_layer("top_bn").moving_variance)
-  for name, result in results.items():
-    assert result.variant == "b0", name
-    assert result.mean_rgb == first.mean_rgb and result.stddev_rgb == first.stddev_rgb
-    jax.tree.map(np.testing.assert_array_equal, result.variables, first.variables)
+  for name, (variables, info) in results.items():
+    assert info.variant == "b0", name
+    assert info.mean_rgb == first.mean_rgb and info.stddev_rgb == first.stddev_rgb
+    jax.tree.map(np.testing.assert_array_equal, variables, first_variables)
 
 
 def _mutated(src, dst, edit):
@@ -196,7 +205,7 @@ def _mutated(src, dst, edit):
 def test_strict_errors_name_the_tensor(b0_files, tmp_path, edit, message):
   path = _mutated(b0_files[1]["h5"], tmp_path / "bad.h5", edit)
   with pytest.raises(ValueError) as error:
-    convert_keras.keras_variables(path)
+    convert_keras.convert(path)
   assert message in str(error.value)
   assert str(error.value).startswith("1 problem(s)")
 
@@ -209,7 +218,7 @@ def test_one_error_lists_every_problem(b0_files, tmp_path):
     f["layers/depthwise_conv2d_3/vars/0"] = np.zeros((5, 5, 144, 2))
   path = _mutated(b0_files[1]["weights.h5"], tmp_path / "bad.weights.h5", edit)
   with pytest.raises(ValueError) as error:
-    convert_keras.keras_variables(path)
+    convert_keras.convert(path)
   text = str(error.value)
   assert text.startswith("3 problem(s)")
   assert "missing source tensor block1a_se_reduce/bias" in text
@@ -221,7 +230,7 @@ def test_one_error_lists_every_problem(b0_files, tmp_path):
 
 def test_wrong_variant_is_refused(b0_files):
   with pytest.raises(ValueError, match="missing source tensor block1b_dwconv/kernel"):
-    convert_keras.keras_variables(str(b0_files[1]["h5"]), variant="b1")
+    convert_keras.convert(str(b0_files[1]["h5"]), variant="b1")
 
 
 def test_published_variance_quirk():

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnet_jax.models import model as model_lib
-from efficientnet_jax.models import spec
+from efficientnet_jax.models import convnet, registry
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import tf_checkpoint
 
 
-NETWORK = spec.build(1.0, 1.0)
+NETWORK = registry.variant_network("b0")
 # From the published efficientnet-b0 checkpoint's variable list.
 PUBLISHED_B0 = {
     "efficientnet-b0/stem/conv2d/kernel": (3, 3, 3, 32),
@@ -50,7 +50,7 @@ def reference_name(path, scope="efficientnet-b0"):
     name = fixed[module]
   else:
     block = NETWORK.blocks[int(module.split("_")[1])]
-    expands = block.expand_ratio != 1
+    expands = block.has_expand_conv
     convs = ["expand_conv", "project_conv"] if expands else ["project_conv"]
     bns = ["expand_bn", "depthwise_bn", "project_bn"] if expands else ["depthwise_bn",
                                                                        "project_bn"]
@@ -73,7 +73,7 @@ def to_tf_layout(path, value):
 
 def random_variables(seed):
   """A B0's variables with non-trivial BN statistics and biases, as numpy."""
-  model = model_lib.EfficientNet(NETWORK, depthwise_impl="xla")
+  model = convnet.ConvNet(NETWORK, depthwise_impl="xla")
   variables = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))
   rng = np.random.default_rng(seed)
   flat = {}
@@ -114,7 +114,7 @@ def checkpoint(tmp_path_factory):
 
 def test_published_names_are_mapped():
   rules = tf_checkpoint.rules(NETWORK, 1000, "efficientnet-b0")
-  model = model_lib.EfficientNet(NETWORK, depthwise_impl="xla")
+  model = convnet.ConvNet(NETWORK, depthwise_impl="xla")
   shapes = {k: v.shape for k, v in flax_traverse.flatten_dict(
       jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3))), sep="/").items()}
   assert len(rules) == len(shapes)  # one rule per variable of B0
@@ -126,7 +126,7 @@ def test_published_names_are_mapped():
 
 def test_ema_copies_are_converted_exactly(checkpoint):
   raw, ema, directory = checkpoint
-  variables, info = tf_checkpoint.tf_variables(directory)  # variant from the scope name
+  variables, info = tf_checkpoint.convert(directory)  # variant from the scope name
   assert (info.variant, info.num_classes, info.padding, info.bn_epsilon) == (
       "b0", 1000, "same", 1e-3)
   assert info.source["weights"] == "ema" and info.resolution == 224
@@ -146,11 +146,25 @@ def test_ema_copies_are_converted_exactly(checkpoint):
 
 def test_raw_weights_on_request(checkpoint):
   raw, _, directory = checkpoint
-  variables, info = tf_checkpoint.tf_variables(directory, use_ema=False, advprop=True)
+  # Through the format table, as efficientnet-convert --raw_weights --advprop does.
+  variables, info = converters.convert(directory, "tf", use_ema=False, advprop=True,
+                                       resolution=256, crop_fraction=0.9, padding=None)
   assert info.source["weights"] == "raw" and info.mean_rgb == (127.5, 127.5, 127.5)
+  assert (info.resolution, info.crop_fraction, info.padding) == (256, 0.9, "same")
   got = flax_traverse.flatten_dict(variables)
   for path, value in raw.items():
     np.testing.assert_array_equal(got[path], value, err_msg=str(path))
+
+
+def test_every_format_takes_the_shared_options():
+  assert list(converters.FORMATS) == ["keras", "tf", "timm"]
+  for fmt in converters.FORMATS:
+    assert {"variant", "padding", "bn_epsilon", "resolution", "crop_fraction"} <= set(
+        converters.options(fmt)), fmt
+  with pytest.raises(ValueError, match="the keras converter takes no advprop"):
+    converters.convert("absent.h5", "keras", advprop=True)
+  with pytest.raises(ValueError, match="unknown weights format 'onnx'"):
+    converters.convert("absent", "onnx")
 
 
 def test_strict_errors_and_variant_inference(tmp_path):
@@ -163,7 +177,7 @@ def test_strict_errors_and_variant_inference(tmp_path):
                                                                           np.float32)
   write_checkpoint(tmp_path, tensors)
   with pytest.raises(ValueError) as error:
-    tf_checkpoint.tf_variables(tmp_path / "model.ckpt")
+    tf_checkpoint.convert(tmp_path / "model.ckpt")
   text = str(error.value)
   assert text.startswith("3 problem(s)")
   assert ("missing source tensor model/blocks_4/se/conv2d/bias for variable "
@@ -173,9 +187,9 @@ def test_strict_errors_and_variant_inference(tmp_path):
           "(3, 3, 1, 96), transformed (3, 3, 96, 1), for variable "
           "params/blocks_1/depthwise_conv/kernel (3, 3, 1, 96)") in text
   with pytest.raises(ValueError, match="variant='b1' contradicts"):
-    tf_checkpoint.tf_variables(_named_b0(tmp_path), variant="b1")
+    tf_checkpoint.convert(_named_b0(tmp_path), variant="b1")
   with pytest.raises(ValueError, match="cannot read a TF checkpoint"):
-    tf_checkpoint.tf_variables(tmp_path / "absent")
+    tf_checkpoint.convert(tmp_path / "absent")
 
 
 def _named_b0(tmp_path):

@@ -107,8 +107,7 @@ def our_logits(variables, info, images):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_logits_match_timm(name, reference):
-  variables, info = convert_timm.timm_variables(reference / f"{name}.safetensors",
-                                                timm_name=name)
+  variables, info = convert_timm.convert(reference / f"{name}.safetensors", timm_name=name)
   assert info.variant == name[-2:] and info.num_classes == 1000
   tf_port = name.startswith("tf_")
   assert (info.padding, info.bn_epsilon) == (("same", 1e-3) if tf_port else ("symmetric", 1e-5))
@@ -123,7 +122,7 @@ def test_logits_match_timm(name, reference):
 
 def test_native_weights_need_symmetric_padding(reference):
   """Without the name the TF convention is assumed: wrong for native weights at 224."""
-  variables, info = convert_timm.timm_variables(reference / "efficientnet_b0.safetensors")
+  variables, info = convert_timm.convert(reference / "efficientnet_b0.safetensors")
   assert (info.variant, info.padding, info.bn_epsilon) == ("b0", "same", 1e-3)
   arrays = np.load(reference / "efficientnet_b0.npz")
   error = np.abs(our_logits(variables, info, arrays["images_224x224"])
@@ -133,11 +132,11 @@ def test_native_weights_need_symmetric_padding(reference):
 
 def test_variant_inferred_and_pth_equals_safetensors(reference):
   from safetensors.numpy import load_file
-  from_safetensors, info = convert_timm.timm_variables(
+  from_safetensors, info = convert_timm.convert(
       reference / "tf_efficientnet_b3.safetensors")  # no name: variant from the shapes
   assert info.variant == "b3" and info.resolution == 300 and info.crop_padding == 32
   for pth in ("b3.pth", "train.pth.tar"):
-    from_pth, _ = convert_timm.timm_variables(reference / pth, variant="b3")
+    from_pth, _ = convert_timm.convert(reference / pth, variant="b3")
     jax.tree.map(np.testing.assert_array_equal, from_pth, from_safetensors)
   state = load_file(reference / "tf_efficientnet_b3.safetensors")
   kernel = state["blocks.1.0.conv_dw.weight"]  # (144, 1, 3, 3)
@@ -149,8 +148,8 @@ def test_variant_inferred_and_pth_equals_safetensors(reference):
 
 
 def test_saved_directory_records_the_settings(reference, tmp_path):
-  variables, info = convert_timm.timm_variables(reference / "efficientnet_b0.safetensors",
-                                                timm_name="efficientnet_b0.ra_in1k")
+  variables, info = convert_timm.convert(reference / "efficientnet_b0.safetensors",
+                                         timm_name="efficientnet_b0.ra_in1k")
   weights_directory.save_weights(tmp_path / "w", variables, info)
   loaded, loaded_info = weights_directory.load_weights(tmp_path / "w")
   assert loaded_info == info
@@ -159,8 +158,8 @@ def test_saved_directory_records_the_settings(reference, tmp_path):
   np.testing.assert_allclose(info.mean_rgb, [123.675, 116.28, 103.53])
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   for name in ("tf_efficientnet_b0_ap", "tf_efficientnet_b0.ap_in1k"):
-    _, advprop = convert_timm.timm_variables(reference / "tf_efficientnet_b0.safetensors",
-                                             timm_name=name)
+    _, advprop = convert_timm.convert(reference / "tf_efficientnet_b0.safetensors",
+                                      timm_name=name)
     assert advprop.mean_rgb == advprop.stddev_rgb == (127.5, 127.5, 127.5)
 
 
@@ -179,7 +178,7 @@ def test_strict_errors_name_the_tensor(reference, tmp_path, edit, message):
   edit(state)
   save_file(state, tmp_path / "bad.safetensors")
   with pytest.raises(ValueError) as error:
-    convert_timm.timm_variables(tmp_path / "bad.safetensors", variant="b0")
+    convert_timm.convert(tmp_path / "bad.safetensors", variant="b0")
   assert message in str(error.value)
   assert str(error.value).startswith("1 problem(s)")
 
@@ -187,8 +186,8 @@ def test_strict_errors_name_the_tensor(reference, tmp_path, edit, message):
 def test_bad_names_are_refused(reference):
   path = reference / "tf_efficientnet_b0.safetensors"
   with pytest.raises(ValueError, match="variant='b1' contradicts timm_name"):
-    convert_timm.timm_variables(path, variant="b1", timm_name="tf_efficientnet_b0")
+    convert_timm.convert(path, variant="b1", timm_name="tf_efficientnet_b0")
   with pytest.raises(ValueError, match="not a timm EfficientNet B0–B8/L2 name"):
-    convert_timm.timm_variables(path, timm_name="tf_efficientnetv2_s")
+    convert_timm.convert(path, timm_name="tf_efficientnetv2_s")
   with pytest.raises(ValueError, match="missing source tensor blocks.1.2.conv_pw.weight"):
-    convert_timm.timm_variables(path, variant="b1")  # b1 has one more block per stage
+    convert_timm.convert(path, variant="b1")  # b1 has one more block per stage

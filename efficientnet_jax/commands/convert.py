@@ -15,16 +15,14 @@ efficientnet_* → 'symmetric', 1e-5); without one the tf_ convention is assumed
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 
 from absl import app, flags
 
-from efficientnet_jax.models import scaling
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import weights_directory
 
-_FORMAT = flags.DEFINE_enum("format", None, ["keras", "tf", "timm"], "Format of SRC.")
+_FORMAT = flags.DEFINE_enum("format", None, list(converters.FORMATS), "Format of SRC.")
 _VARIANT = flags.DEFINE_string("variant", None, "b0 … l2; default: inferred from shapes.")
 _TIMM_NAME = flags.DEFINE_string(
     "timm_name", None, "timm model name (tf_efficientnet_b3, efficientnet_b0.ra_in1k): "
@@ -42,51 +40,32 @@ _CROP_FRACTION = flags.DEFINE_float(
     "(timm's crop_pct) instead of the reference's resolution/(resolution+32).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace DST if it exists.")
 flags.mark_flag_as_required("format")
+# Flags that only some formats take → the converter option each sets.
+_FORMAT_FLAGS = {"timm_name": "timm_name", "advprop": "advprop", "raw_weights": "use_ema"}
 
 
-def convert(src: str, fmt: str) -> tuple[dict, weights_directory.WeightsInfo]:
-  """(variables, info) of SRC in format `fmt`, with the command line's options."""
-  if fmt == "keras":
-    from efficientnet_jax.weights import keras
-    converted = keras.keras_variables(src, _VARIANT.value)
-    size = scaling.variant(converted.variant)
-    info = weights_directory.WeightsInfo(
-        variant=converted.variant, width=size.width, depth=size.depth,
-        num_classes=converted.num_classes, padding="same",
-        bn_epsilon=keras.KERAS_BN_EPSILON, dropout_rate=size.dropout_rate,
-        resolution=size.resolution, crop_padding=32, mean_rgb=converted.mean_rgb,
-        stddev_rgb=converted.stddev_rgb,
-        source={"format": "keras", "file": str(Path(src).resolve())})
-    variables = converted.variables
-  elif fmt == "tf":
-    from efficientnet_jax.weights import tf_checkpoint
-    variables, info = tf_checkpoint.tf_variables(src, _VARIANT.value, use_ema=not _RAW.value,
-                                                 advprop=_ADVPROP.value)
-  else:
-    from efficientnet_jax.weights import timm
-    variables, info = timm.timm_variables(src, _VARIANT.value, _TIMM_NAME.value,
-                                          _PADDING.value, _BN_EPSILON.value)
-  overrides = {"padding": _PADDING.value, "bn_epsilon": _BN_EPSILON.value,
-               "resolution": _RESOLUTION.value, "crop_fraction": _CROP_FRACTION.value}
-  return variables, dataclasses.replace(
-      info, **{k: v for k, v in overrides.items() if v is not None})
+def converter_options() -> dict[str, object]:
+  """The converter options the flags set; None: not given (the converter's default)."""
+  return {"variant": _VARIANT.value, "timm_name": _TIMM_NAME.value,
+          "padding": _PADDING.value, "bn_epsilon": _BN_EPSILON.value,
+          "advprop": True if _ADVPROP.value else None,
+          "use_ema": False if _RAW.value else None,
+          "resolution": _RESOLUTION.value, "crop_fraction": _CROP_FRACTION.value}
 
 
 def main(argv):
   if len(argv) != 3:
-    raise app.UsageError("usage: convert_weights.py SRC DST --format=keras|tf|timm")
+    raise app.UsageError("usage: efficientnet-convert SRC DST --format=keras|tf|timm")
   src, dst = argv[1:]
-  if _TIMM_NAME.value and _FORMAT.value != "timm":
-    raise app.UsageError("--timm_name is for --format=timm")
-  variables, info = convert(src, _FORMAT.value)
+  options = converter_options()
+  for flag, option in _FORMAT_FLAGS.items():  # refused rather than silently ignored
+    if options[option] is not None and option not in converters.options(_FORMAT.value):
+      takes = "|".join(f for f in converters.FORMATS if option in converters.options(f))
+      raise app.UsageError(f"--{flag} is for --format={takes}")
+  variables, info = converters.convert(src, _FORMAT.value, **options)
   weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
   print(f"wrote {dst}: {json.dumps(info.to_json())}")
 
 
-def run():
-  """Console script `efficientnet-convert`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -31,32 +31,25 @@ from typing import Any
 import h5py
 import numpy as np
 
-from efficientnet_jax.models import model as model_lib
-from efficientnet_jax.models import scaling
-from efficientnet_jax.models import spec as spec_lib
+from efficientnet_jax.models import architecture, registry
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import strict
+from efficientnet_jax.weights import weights_directory
 
-KERAS_BN_EPSILON = 1e-3      # keras.layers.BatchNormalization default; EfficientNet keeps it
 KERAS_EPSILON = 1e-7         # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
 # The published keras-applications files store these standard deviations as the
 # Normalization *variance* (tensorflow/tensorflow#49930); Keras compensates with an unsaved
 # Rescaling(1/sqrt(std)) whenever it builds a model with weights="imagenet".
 PUBLISHED_VARIANCE = (0.229, 0.224, 0.225)
 
-_BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
-# Keras variable name → (our collection, our leaf name).
-_TARGETS = {
-    "kernel": ("params", "kernel"), "bias": ("params", "bias"),
-    "gamma": ("params", "scale"), "beta": ("params", "bias"),
-    "moving_mean": ("batch_stats", "mean"), "moving_variance": ("batch_stats", "var"),
-}
-IGNORED = {
+_BN = converters.TF_BN  # Keras names BatchNorm variables as TF does
+_IGNORED = {
     "normalization/count": "how many samples Normalization.adapt saw; no effect on outputs",
 }
 
 
 @dataclasses.dataclass(frozen=True)
-class KerasLayer:
+class _Layer:
   """A Keras layer with variables: its name, class (snake case), variables, our module."""
 
   name: str
@@ -65,58 +58,45 @@ class KerasLayer:
   ours: str  # our module path, e.g. "blocks_3/depthwise_conv"; "" for Normalization
 
 
-@dataclasses.dataclass(frozen=True)
-class KerasWeights:
-  """A converted file: our variables plus what is needed to use them like Keras does."""
+def convert(path: str | os.PathLike[str], *, variant: str | None = None,
+            padding: str | None = None, bn_epsilon: float | None = None,
+            resolution: int | None = None, crop_fraction: float | None = None
+            ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
+  """Convert a Keras EfficientNet weights file: (variables, info for `save_weights`).
 
-  variables: dict[str, Any]          # {'params': ..., 'batch_stats': ...}, float32 numpy
-  variant: str
-  network: spec_lib.Network
-  num_classes: int                   # 0 for include_top=False files (features only)
-  mean_rgb: tuple[float, float, float]
-  stddev_rgb: tuple[float, float, float]
+  Args:
+    path: `.h5`, `.weights.h5` or `.keras` (see the module doc for the layouts).
+    variant: "b0" … "b7"; by default inferred from the shapes.
+    padding, bn_epsilon, resolution, crop_fraction: override what Keras implies ('same',
+      1e-3, the variant's resolution, the reference's crop).
 
-  def model(self, **kwargs: Any) -> model_lib.EfficientNet:
-    """Our model configured as Keras's (TF 'same' padding, BN epsilon 1e-3); `kwargs`
-    override or add EfficientNet attributes (dtype, depthwise_impl, ...)."""
-    settings = dict(num_classes=self.num_classes, padding="same",
-                    dropout_rate=scaling.variant(self.variant).dropout_rate,
-                    bn_epsilon=KERAS_BN_EPSILON)
-    return model_lib.EfficientNet(self.network, **{**settings, **kwargs})
-
-  def normalize(self, images: np.ndarray) -> np.ndarray:
-    """Raw 0–255 RGB images → the input our model expects (Keras's preprocessing layers)."""
-    images = np.asarray(images, np.float32)
-    return (images - np.float32(self.mean_rgb)) / np.float32(self.stddev_rgb)
-
-
-def keras_variables(path: str | os.PathLike[str],
-                    variant: str | None = None) -> KerasWeights:
-  """Convert a Keras EfficientNet weights file; `variant` is inferred from shapes if None.
+  The info's `mean_rgb`/`stddev_rgb` are the file's Normalization layer (0–255 scale).
 
   Raises:
     ValueError: the file does not match the variant exactly (one message lists every
       missing, unused and mis-shaped tensor), or no variant matches its shapes.
   """
-  raw, layout = read_tensors(path)
-  variant = (variant or infer_variant(raw, layout)).lower()
-  s = scaling.variant(variant)
-  network = spec_lib.build(s.width, s.depth)
-  layers = keras_layers(network)
+  raw, layout = _read_tensors(path)
+  variant = converters.choose_variant(variant, lambda: _shapes(raw, layout))
+  network = registry.variant_network(variant)
+  layers = _keras_layers(network)
   tensors = _keras3_names(raw, layers) if layout == "keras3" else _legacy_names(raw)
   num_classes = int(np.shape(tensors["predictions/kernel"])[-1]) \
       if "predictions/kernel" in tensors else 0
   if not num_classes:
     layers = [layer for layer in layers if layer.name != "predictions"]
-  net = model_lib.EfficientNet(network, num_classes=num_classes, depthwise_impl="xla")
-  expected = strict.variable_shapes(net, image_size=network.total_stride)
+  expected = converters.variable_shapes(network, num_classes)
   expected.update({"preprocessing/mean": (3,), "preprocessing/variance": (3,)})
-  flat = strict.assign(expected, tensors, _rules(layers), IGNORED)
+  flat = strict.assign(expected, tensors, _rules(layers), _IGNORED)
   mean = flat.pop("preprocessing/mean")
   variance = flat.pop("preprocessing/variance")
-  return KerasWeights(variables=strict.unflatten(flat), variant=variant, network=network,
-                      num_classes=num_classes, mean_rgb=_rgb(255.0 * mean),
-                      stddev_rgb=_rgb(keras_stddev(variance)))
+  info = converters.published_info(
+      variant, num_classes, converters.TF_CONVENTION,
+      {"format": "keras", "file": os.path.abspath(os.fspath(path))},
+      mean_rgb=_rgb(255.0 * mean), stddev_rgb=_rgb(keras_stddev(variance)),
+      padding=padding, bn_epsilon=bn_epsilon, resolution=resolution,
+      crop_fraction=crop_fraction)
+  return strict.unflatten(flat), info
 
 
 def keras_stddev(variance: np.ndarray) -> np.ndarray:
@@ -133,7 +113,7 @@ def keras_stddev(variance: np.ndarray) -> np.ndarray:
   return 255.0 * stddev
 
 
-def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
+def _read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
   """Every dataset in the file by its HDF5 path, and the layout: "legacy" or "keras3"."""
   if zipfile.is_zipfile(path):  # a .keras archive
     with zipfile.ZipFile(path) as archive:
@@ -146,34 +126,34 @@ def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], s
     return _datasets(root), layout
 
 
-def keras_layers(network: spec_lib.Network) -> list[KerasLayer]:
+def _keras_layers(network: architecture.Network) -> list[_Layer]:
   """The layers with variables of Keras's EfficientNet, in `model.layers` order."""
-  bn = "batch_normalization"
-  out = [KerasLayer("normalization", "normalization", ("mean", "variance", "count"), ""),
-         KerasLayer("stem_conv", "conv2d", ("kernel",), "stem_conv/conv"),
-         KerasLayer("stem_bn", bn, _BN_VARS, "stem_bn")]
+  bn, bn_vars = "batch_normalization", _BN.variables
+  out = [_Layer("normalization", "normalization", ("mean", "variance", "count"), ""),
+         _Layer("stem_conv", "conv2d", ("kernel",), "stem_conv/conv"),
+         _Layer("stem_bn", bn, bn_vars, "stem_bn")]
   first_of_stage: dict[int, int] = {}
   for b in network.blocks:
     first_of_stage.setdefault(b.stage, b.index)
     p = f"block{b.stage + 1}{chr(ord('a') + b.index - first_of_stage[b.stage])}_"
     q = f"blocks_{b.index}/"
-    if b.expand_ratio != 1:
-      out += [KerasLayer(p + "expand_conv", "conv2d", ("kernel",), q + "expand_conv/conv"),
-              KerasLayer(p + "expand_bn", bn, _BN_VARS, q + "expand_bn")]
-    out += [KerasLayer(p + "dwconv", "depthwise_conv2d", ("kernel",), q + "depthwise_conv"),
-            KerasLayer(p + "bn", bn, _BN_VARS, q + "depthwise_bn")]
+    if b.has_expand_conv:
+      out += [_Layer(p + "expand_conv", "conv2d", ("kernel",), q + "expand_conv/conv"),
+              _Layer(p + "expand_bn", bn, bn_vars, q + "expand_bn")]
+    out += [_Layer(p + "dwconv", "depthwise_conv2d", ("kernel",), q + "depthwise_conv"),
+            _Layer(p + "bn", bn, bn_vars, q + "depthwise_bn")]
     if b.se_channels:
-      out += [KerasLayer(p + "se_reduce", "conv2d", ("kernel", "bias"), q + "se/reduce/conv"),
-              KerasLayer(p + "se_expand", "conv2d", ("kernel", "bias"), q + "se/expand/conv")]
-    out += [KerasLayer(p + "project_conv", "conv2d", ("kernel",), q + "project_conv/conv"),
-            KerasLayer(p + "project_bn", bn, _BN_VARS, q + "project_bn")]
-  return out + [KerasLayer("top_conv", "conv2d", ("kernel",), "head_conv/conv"),
-                KerasLayer("top_bn", bn, _BN_VARS, "head_bn"),
-                KerasLayer("predictions", "dense", ("kernel", "bias"), "classifier")]
+      out += [_Layer(p + "se_reduce", "conv2d", ("kernel", "bias"), q + "se/reduce/conv"),
+              _Layer(p + "se_expand", "conv2d", ("kernel", "bias"), q + "se/expand/conv")]
+    out += [_Layer(p + "project_conv", "conv2d", ("kernel",), q + "project_conv/conv"),
+            _Layer(p + "project_bn", bn, bn_vars, q + "project_bn")]
+  return out + [_Layer("top_conv", "conv2d", ("kernel",), "head_conv/conv"),
+                _Layer("top_bn", bn, bn_vars, "head_bn"),
+                _Layer("predictions", "dense", ("kernel", "bias"), "classifier")]
 
 
-def infer_variant(raw: dict[str, np.ndarray], layout: str) -> str:
-  """The published variant whose (stem width, head width, block count) the file has."""
+def _shapes(raw: dict[str, np.ndarray], layout: str) -> tuple[int, int, int]:
+  """(stem width, head width, block count) of the file, for `registry.infer_variant`."""
   if layout == "legacy":
     names = _legacy_names(raw)
     stem, head = names.get("stem_conv/kernel"), names.get("top_conv/kernel")
@@ -186,34 +166,26 @@ def infer_variant(raw: dict[str, np.ndarray], layout: str) -> str:
   if stem is None or head is None:
     raise ValueError("cannot infer the variant: the file has no stem_conv/top_conv kernel; "
                      "pass variant=")
-  found = (np.shape(stem)[-1], np.shape(head)[-1], blocks)
-  for name, s in scaling.VARIANTS.items():
-    network = spec_lib.build(s.width, s.depth)
-    if (network.stem_channels, network.head_channels, len(network.blocks)) == found:
-      return name
-  raise ValueError(f"no EfficientNet variant has stem width {found[0]}, head width "
-                   f"{found[1]} and {found[2]} blocks")
+  return np.shape(stem)[-1], np.shape(head)[-1], blocks
 
 
-def _rules(layers: list[KerasLayer]) -> dict[str, strict.Rule]:
+def _rules(layers: list[_Layer]) -> dict[str, strict.Rule]:
   rules = {}
   for layer in layers:
+    if layer.cls == "batch_normalization":
+      rules.update(_BN.rules(layer.name, layer.ours))
+      continue
     for var in layer.variables:
       name = f"{layer.name}/{var}"
-      if name in IGNORED:
+      if name in _IGNORED:
         continue
       if layer.cls == "normalization":  # consumed as preprocessing, not a variable
         rules[name] = strict.Rule(f"preprocessing/{var}", np.ravel)
-        continue
-      collection, leaf = _TARGETS[var]
-      transform = _depthwise if layer.cls == "depthwise_conv2d" else None
-      rules[name] = strict.Rule(f"{collection}/{layer.ours}/{leaf}", transform)
+      elif layer.cls == "depthwise_conv2d":
+        rules[name] = strict.Rule(f"params/{layer.ours}/{var}", converters.tf_depthwise)
+      else:
+        rules[name] = strict.Rule(f"params/{layer.ours}/{var}")
   return rules
-
-
-def _depthwise(kernel: np.ndarray) -> np.ndarray:
-  """Keras (kh, kw, C, 1) → ours (kh, kw, 1, C)."""
-  return np.swapaxes(kernel, 2, 3)
 
 
 def _legacy_names(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -230,7 +202,7 @@ def _legacy_names(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _keras3_names(raw: dict[str, np.ndarray],
-                  layers: list[KerasLayer]) -> dict[str, np.ndarray]:
+                  layers: list[_Layer]) -> dict[str, np.ndarray]:
   """`layers/conv2d_3/vars/0` → `block1a_project_conv/kernel`; unknown paths kept as is."""
   by_path, counts = {}, {}
   for layer in layers:

@@ -24,30 +24,31 @@ import os
 import re
 from typing import Any
 
-import numpy as np
-
-from efficientnet_jax.models import scaling
-from efficientnet_jax.models import spec as spec_lib
+from efficientnet_jax.models import architecture, registry
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import strict
 from efficientnet_jax.weights import weights_directory
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
-TF_BN_EPSILON = 1e-3
 _SLOT = re.compile(r"/(RMSProp|RMSProp_1|Momentum)$")
-_BN = {"gamma": ("params", "scale"), "beta": ("params", "bias"),
-       "moving_mean": ("batch_stats", "mean"), "moving_variance": ("batch_stats", "var")}
+_BN = converters.TF_BN
 
 
-def tf_variables(path: str | os.PathLike[str], variant: str | None = None,
-                 use_ema: bool = True, advprop: bool = False
-                 ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
+def convert(path: str | os.PathLike[str], *, variant: str | None = None,
+            use_ema: bool = True, advprop: bool = False, padding: str | None = None,
+            bn_epsilon: float | None = None, resolution: int | None = None,
+            crop_fraction: float | None = None
+            ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
   """Convert a tensorflow/tpu checkpoint: (variables, info for `save_weights`).
 
   Args:
     path: checkpoint directory (its latest checkpoint) or prefix (`.../model.ckpt-1000`).
-    variant: "b0" … "l2"; by default from the scope name (`efficientnet-b3/…`).
+    variant: "b0" … "l2"; by default from the scope name (`efficientnet-b3/…`), else
+      inferred from the shapes.
     use_ema: take the `/ExponentialMovingAverage` copies where they exist.
     advprop: AdvProp checkpoints expect inputs scaled to [-1, 1] (mean = std = 127.5).
+    padding, bn_epsilon, resolution, crop_fraction: override what the reference implies
+      ('same', 1e-3, the variant's resolution, its crop).
 
   Raises:
     ValueError: unreadable path, or tensors that do not fit the variant exactly (one
@@ -59,13 +60,12 @@ def tf_variables(path: str | os.PathLike[str], variant: str | None = None,
   except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
     raise ValueError(f"cannot read a TF checkpoint at {os.fspath(path)!r}: {e}") from None
   shapes = reader.get_variable_to_shape_map()
-  scope = model_scope(shapes)
+  scope = _model_scope(shapes)
   match = re.fullmatch(r"efficientnet-(b\d|l2)", scope)
-  if variant and match and variant.lower() != match.group(1):
-    raise ValueError(f"variant={variant!r} contradicts the checkpoint's scope {scope!r}")
-  variant = (variant or (match and match.group(1)) or infer_variant(shapes, scope)).lower()
-  size = scaling.variant(variant)
-  network = spec_lib.build(size.width, size.depth)
+  variant = converters.choose_variant(variant, lambda: _shapes(shapes, scope),
+                                      named=match and match.group(1),
+                                      naming=f"the checkpoint's scope {scope!r}")
+  network = registry.variant_network(variant)
   bn = ("tpu_batch_normalization" if f"{scope}/stem/tpu_batch_normalization/gamma" in shapes
         else "batch_normalization")
   num_classes = (int(shapes[f"{scope}/head/dense/kernel"][-1])
@@ -91,21 +91,17 @@ def tf_variables(path: str | os.PathLike[str], variant: str | None = None,
   mapped = sum(1 for base in chosen if base in mapping)
   ema = "ema" if from_ema == mapped else ("raw" if not from_ema else "mixed")
 
-  info = weights_directory.WeightsInfo(
-      variant=variant, width=size.width, depth=size.depth, num_classes=num_classes,
-      padding="same", bn_epsilon=TF_BN_EPSILON, dropout_rate=size.dropout_rate,
-      resolution=size.resolution, crop_padding=32,
-      mean_rgb=weights_directory.ADVPROP_MEAN_RGB if advprop else weights_directory.IMAGENET_MEAN_RGB,
-      stddev_rgb=(weights_directory.ADVPROP_STDDEV_RGB if advprop
-                  else weights_directory.IMAGENET_STDDEV_RGB),
-      source={"format": "tf", "file": os.path.abspath(os.fspath(path)), "weights": ema})
-  expected = strict.variable_shapes(info.model(depthwise_impl="xla"),
-                                    image_size=network.total_stride)
-  flat = strict.assign(expected, source, mapping, ignored)
+  info = converters.published_info(
+      variant, num_classes, converters.TF_CONVENTION,
+      {"format": "tf", "file": os.path.abspath(os.fspath(path)), "weights": ema},
+      advprop=advprop, padding=padding, bn_epsilon=bn_epsilon, resolution=resolution,
+      crop_fraction=crop_fraction)
+  flat = strict.assign(converters.variable_shapes(network, num_classes), source, mapping,
+                       ignored)
   return strict.unflatten(flat), info
 
 
-def model_scope(shapes: dict[str, Any]) -> str:
+def _model_scope(shapes: dict[str, Any]) -> str:
   """The scope that holds `stem/conv2d/kernel`, e.g. "efficientnet-b0"."""
   scopes = sorted({m.group(1) for n in shapes
                    for m in [re.fullmatch(r"(.+)/stem/conv2d/kernel", n)] if m})
@@ -115,21 +111,21 @@ def model_scope(shapes: dict[str, Any]) -> str:
   return scopes[0]
 
 
-def rules(network: spec_lib.Network, num_classes: int, scope: str,
+def rules(network: architecture.Network, num_classes: int, scope: str,
           bn: str = "tpu_batch_normalization") -> dict[str, strict.Rule]:
   """Checkpoint name → our variable, for every tensor of this network."""
   out = {f"{scope}/stem/conv2d/kernel": strict.Rule("params/stem_conv/conv/kernel"),
          f"{scope}/head/conv2d/kernel": strict.Rule("params/head_conv/conv/kernel")}
-  out.update(_bn_rules(f"{scope}/stem/{bn}", "stem_bn"))
-  out.update(_bn_rules(f"{scope}/head/{bn}", "head_bn"))
+  out.update(_BN.rules(f"{scope}/stem/{bn}", "stem_bn"))
+  out.update(_BN.rules(f"{scope}/head/{bn}", "head_bn"))
   if num_classes:
     out[f"{scope}/head/dense/kernel"] = strict.Rule("params/classifier/kernel")
     out[f"{scope}/head/dense/bias"] = strict.Rule("params/classifier/bias")
   for b in network.blocks:
     p, q = f"{scope}/blocks_{b.index}/", f"blocks_{b.index}/"
     out[p + "depthwise_conv2d/depthwise_kernel"] = strict.Rule(
-        f"params/{q}depthwise_conv/kernel", _depthwise)
-    if b.expand_ratio == 1:
+        f"params/{q}depthwise_conv/kernel", converters.tf_depthwise)
+    if not b.has_expand_conv:
       convs, bns = {"conv2d": "project_conv"}, {bn: "depthwise_bn", f"{bn}_1": "project_bn"}
     else:
       convs = {"conv2d": "expand_conv", "conv2d_1": "project_conv"}
@@ -137,7 +133,7 @@ def rules(network: spec_lib.Network, num_classes: int, scope: str,
     for theirs, ours in convs.items():
       out[f"{p}{theirs}/kernel"] = strict.Rule(f"params/{q}{ours}/conv/kernel")
     for theirs, ours in bns.items():
-      out.update(_bn_rules(p + theirs, q + ours))
+      out.update(_BN.rules(p + theirs, q + ours))
     if b.se_channels:
       for theirs, ours in (("conv2d", "reduce"), ("conv2d_1", "expand")):
         for var in ("kernel", "bias"):
@@ -145,27 +141,11 @@ def rules(network: spec_lib.Network, num_classes: int, scope: str,
   return out
 
 
-def infer_variant(shapes: dict[str, Any], scope: str) -> str:
-  """The published variant whose (stem width, head width, block count) the checkpoint has."""
+def _shapes(shapes: dict[str, Any], scope: str) -> tuple[int, int, int]:
+  """(stem width, head width, block count) of the checkpoint, for `registry.infer_variant`."""
   blocks = {m.group(1) for n in shapes for m in [re.match(rf"{re.escape(scope)}/blocks_(\d+)/",
                                                           n)] if m}
   head = shapes.get(f"{scope}/head/conv2d/kernel")
   if head is None:
     raise ValueError(f"cannot infer the variant: no {scope}/head/conv2d/kernel; pass variant")
-  found = (shapes[f"{scope}/stem/conv2d/kernel"][-1], head[-1], len(blocks))
-  for name, s in scaling.VARIANTS.items():
-    network = spec_lib.build(s.width, s.depth)
-    if (network.stem_channels, network.head_channels, len(network.blocks)) == found:
-      return name
-  raise ValueError(f"no EfficientNet variant has stem width {found[0]}, head width "
-                   f"{found[1]} and {found[2]} blocks")
-
-
-def _bn_rules(theirs: str, ours: str) -> dict[str, strict.Rule]:
-  return {f"{theirs}/{var}": strict.Rule(f"{collection}/{ours}/{leaf}")
-          for var, (collection, leaf) in _BN.items()}
-
-
-def _depthwise(kernel: np.ndarray) -> np.ndarray:
-  """TF (kh, kw, C, 1) → ours (kh, kw, 1, C)."""
-  return np.swapaxes(kernel, 2, 3)
+  return shapes[f"{scope}/stem/conv2d/kernel"][-1], head[-1], len(blocks)

@@ -32,24 +32,24 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from efficientnet_jax.models import scaling
-from efficientnet_jax.models import spec as spec_lib
+from efficientnet_jax.models import architecture, registry
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import strict
 from efficientnet_jax.weights import weights_directory
 
-CONVENTIONS = {  # name prefix → (padding, BN epsilon)
-    "tf_efficientnet_": ("same", 1e-3),
-    "efficientnet_": ("symmetric", 1e-5),
+CONVENTIONS = {  # name prefix → how those weights ran
+    "tf_efficientnet_": converters.TF_CONVENTION,
+    "efficientnet_": converters.TORCH_CONVENTION,
 }
 DEFAULT_CONVENTION = "tf_efficientnet_"
-_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-       "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_BN = converters.TORCH_BN
 
 
-def timm_variables(path: str | os.PathLike[str], variant: str | None = None,
-                   timm_name: str | None = None, padding: str | None = None,
-                   bn_epsilon: float | None = None
-                   ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
+def convert(path: str | os.PathLike[str], *, variant: str | None = None,
+            timm_name: str | None = None, padding: str | None = None,
+            bn_epsilon: float | None = None, resolution: int | None = None,
+            crop_fraction: float | None = None
+            ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
   """Convert a timm EfficientNet state dict: (variables, info for `save_weights`).
 
   Args:
@@ -57,43 +57,39 @@ def timm_variables(path: str | os.PathLike[str], variant: str | None = None,
     variant: "b0" … "l2"; by default from `timm_name`, else inferred from the shapes.
     timm_name: timm model name, e.g. "tf_efficientnet_b3" or "efficientnet_b0.ra_in1k":
       chooses padding/epsilon (see module doc) and the normalisation (AdvProp).
-    padding, bn_epsilon: override what the name implies.
+    padding, bn_epsilon, resolution, crop_fraction: override what the name implies (and
+      the reference's resolution and crop).
 
   Raises:
     ValueError: an unknown name or convention, or tensors that do not fit the variant
       exactly (one message lists every missing, unused and mis-shaped tensor).
   """
   name_variant, convention = _parse_name(timm_name)
-  if variant and name_variant and variant.lower() != name_variant:
-    raise ValueError(f"variant={variant!r} contradicts timm_name={timm_name!r}")
-  source = read_state_dict(path)
-  variant = (variant or name_variant or infer_variant(source)).lower()
-  size = scaling.variant(variant)
-  network = spec_lib.build(size.width, size.depth)
+  source = _read_state_dict(path)
+  variant = converters.choose_variant(variant, lambda: _shapes(source), named=name_variant,
+                                      naming=f"timm_name={timm_name!r}")
+  network = registry.variant_network(variant)
   num_classes = int(np.shape(source["classifier.weight"])[0]) \
       if "classifier.weight" in source else 0
-  default_padding, default_epsilon = CONVENTIONS[convention]
   if timm_name is None and padding is None and bn_epsilon is None:
     logging.warning("No timm model name: assuming a tf_efficientnet_* port (padding 'same', "
                     "BN epsilon 1e-3). For timm's own efficientnet_* weights pass "
                     "timm_name (--timm_name=efficientnet_b0), else accuracy suffers.")
-  info = weights_directory.WeightsInfo(
-      variant=variant, width=size.width, depth=size.depth, num_classes=num_classes,
-      padding=padding or default_padding,
-      bn_epsilon=float(bn_epsilon if bn_epsilon is not None else default_epsilon),
-      dropout_rate=size.dropout_rate,
-      **_preprocessing(timm_name, size),
-      source={"format": "timm", "file": os.path.abspath(os.fspath(path)),
-              "timm_name": timm_name or ""})
-  expected = strict.variable_shapes(info.model(depthwise_impl="xla"),
-                                    image_size=network.total_stride)
+  advprop = bool(timm_name) and re.search(r"_ap\b|\.ap_", timm_name) is not None
+  info = converters.published_info(
+      variant, num_classes, CONVENTIONS[convention],
+      {"format": "timm", "file": os.path.abspath(os.fspath(path)),
+       "timm_name": timm_name or ""},
+      advprop=advprop, padding=padding, bn_epsilon=bn_epsilon, resolution=resolution,
+      crop_fraction=crop_fraction)
   ignored = {n: "PyTorch BatchNorm's update counter; no effect on outputs"
              for n in source if n.endswith(".num_batches_tracked")}
-  flat = strict.assign(expected, source, rules(network, num_classes), ignored)
+  flat = strict.assign(converters.variable_shapes(network, num_classes), source,
+                       rules(network, num_classes), ignored)
   return strict.unflatten(flat), info
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """Every tensor of a timm checkpoint by name, as numpy."""
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -111,13 +107,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
           for k, v in state.items()}
 
 
-def rules(network: spec_lib.Network, num_classes: int) -> dict[str, strict.Rule]:
+def rules(network: architecture.Network, num_classes: int) -> dict[str, strict.Rule]:
   """timm tensor name → our variable, for every tensor of this network."""
-  conv, linear = _conv, np.transpose
+  conv, linear = converters.torch_conv, np.transpose
   out = {"conv_stem.weight": strict.Rule("params/stem_conv/conv/kernel", conv),
          "conv_head.weight": strict.Rule("params/head_conv/conv/kernel", conv)}
-  out.update(_bn_rules("bn1", "stem_bn"))
-  out.update(_bn_rules("bn2", "head_bn"))
+  out.update(_BN.rules("bn1", "stem_bn"))
+  out.update(_BN.rules("bn2", "head_bn"))
   if num_classes:
     out["classifier.weight"] = strict.Rule("params/classifier/kernel", linear)
     out["classifier.bias"] = strict.Rule("params/classifier/bias")
@@ -125,7 +121,7 @@ def rules(network: spec_lib.Network, num_classes: int) -> dict[str, strict.Rule]
   for b in network.blocks:
     first_of_stage.setdefault(b.stage, b.index)
     p, q = f"blocks.{b.stage}.{b.index - first_of_stage[b.stage]}.", f"blocks_{b.index}/"
-    if b.expand_ratio == 1:  # DepthwiseSeparableConv: no expansion, conv_pw projects
+    if not b.has_expand_conv:  # DepthwiseSeparableConv: no expansion, conv_pw projects
       names = {"conv_dw": "depthwise_conv", "bn1": "depthwise_bn", "conv_pw": "project_conv",
                "bn2": "project_bn"}
     else:
@@ -133,7 +129,7 @@ def rules(network: spec_lib.Network, num_classes: int) -> dict[str, strict.Rule]
                "bn2": "depthwise_bn", "conv_pwl": "project_conv", "bn3": "project_bn"}
     for theirs, ours in names.items():
       if ours.endswith("_bn"):
-        out.update(_bn_rules(p + theirs, q + ours))
+        out.update(_BN.rules(p + theirs, q + ours))
       elif ours == "depthwise_conv":
         out[p + theirs + ".weight"] = strict.Rule(f"params/{q}{ours}/kernel", conv)
       else:
@@ -145,20 +141,14 @@ def rules(network: spec_lib.Network, num_classes: int) -> dict[str, strict.Rule]
   return out
 
 
-def infer_variant(source: dict[str, np.ndarray]) -> str:
-  """The published variant whose (stem width, head width, block count) the tensors have."""
+def _shapes(source: dict[str, np.ndarray]) -> tuple[int, int, int]:
+  """(stem width, head width, block count) of the tensors, for `registry.infer_variant`."""
   if "conv_stem.weight" not in source or "conv_head.weight" not in source:
     raise ValueError("cannot infer the variant: no conv_stem.weight/conv_head.weight "
                      "tensor (is this a timm EfficientNet?); pass variant")
   blocks = {m.group(0) for n in source for m in [re.match(r"blocks\.\d+\.\d+\.", n)] if m}
-  found = (np.shape(source["conv_stem.weight"])[0], np.shape(source["conv_head.weight"])[0],
-           len(blocks))
-  for name, s in scaling.VARIANTS.items():
-    network = spec_lib.build(s.width, s.depth)
-    if (network.stem_channels, network.head_channels, len(network.blocks)) == found:
-      return name
-  raise ValueError(f"no EfficientNet variant has stem width {found[0]}, head width "
-                   f"{found[1]} and {found[2]} blocks")
+  return (np.shape(source["conv_stem.weight"])[0], np.shape(source["conv_head.weight"])[0],
+          len(blocks))
 
 
 def _parse_name(timm_name: str | None) -> tuple[str | None, str]:
@@ -170,23 +160,3 @@ def _parse_name(timm_name: str | None) -> tuple[str | None, str]:
     raise ValueError(f"timm_name={timm_name!r} is not a timm EfficientNet B0–B8/L2 name "
                      "(tf_efficientnet_bN[...] or efficientnet_bN[...])")
   return m.group(2), m.group(1)
-
-
-def _preprocessing(timm_name: str | None, size: scaling.Scaling) -> dict[str, Any]:
-  """WeightsInfo preprocessing fields: the reference's, AdvProp's normalisation by name."""
-  advprop = bool(timm_name) and re.search(r"_ap\b|\.ap_", timm_name) is not None
-  return dict(resolution=size.resolution, crop_padding=32, crop_fraction=None,
-              mean_rgb=weights_directory.ADVPROP_MEAN_RGB if advprop
-              else weights_directory.IMAGENET_MEAN_RGB,
-              stddev_rgb=weights_directory.ADVPROP_STDDEV_RGB if advprop
-              else weights_directory.IMAGENET_STDDEV_RGB)
-
-
-def _bn_rules(theirs: str, ours: str) -> dict[str, strict.Rule]:
-  return {f"{theirs}.{var}": strict.Rule(f"{collection}/{ours}/{leaf}")
-          for var, (collection, leaf) in _BN.items()}
-
-
-def _conv(kernel: np.ndarray) -> np.ndarray:
-  """PyTorch OIHW → HWIO; a depthwise (C, 1, k, k) becomes (k, k, 1, C)."""
-  return np.transpose(kernel, (2, 3, 1, 0))

@@ -5,7 +5,7 @@ A weights directory is an Orbax `StandardCheckpointer` save of
 
   {"format_version": 1,
    "model": {"variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
-             "dropout_rate"},
+             "dropout_rate", "family"},
    "preprocessing": {"resolution", "crop_padding", "crop_fraction", "interpolation",
                      "mean_rgb", "stddev_rgb"},
    "source": {"format", "file", ...}}
@@ -14,7 +14,8 @@ so `config.init_from=DIR` (`checkpointing.load_variables`, which restores DIR it
 `efficientnet_jax.load(DIR)` both read it. Preprocessing follows `config.input`:
 center crop of `resolution/(resolution+crop_padding)` of the short side, or of
 `crop_fraction` when that is set, bicubic resize, then `(image - mean_rgb) / stddev_rgb`
-on the 0–255 scale.
+on the 0–255 scale. "family" (a `models.registry` family) may be absent: files written
+before it existed are EfficientNets.
 """
 
 from __future__ import annotations
@@ -30,22 +31,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from efficientnet_jax.config import defaults
-from efficientnet_jax.models import layers
-from efficientnet_jax.models import model as model_lib
-from efficientnet_jax.models import scaling
-from efficientnet_jax.models import spec as spec_lib
+from efficientnet_jax.models import architecture, convnet, layers, registry, scaling
 from efficientnet_jax.weights import strict
 
 INFO_FILE = "model.json"
 FORMAT_VERSION = 1
 INTERPOLATIONS = ("bicubic",)  # the only resize preprocessing.eval_image implements
-IMAGENET_MEAN_RGB = defaults.IMAGENET_MEAN_RGB
-IMAGENET_STDDEV_RGB = defaults.IMAGENET_STDDEV_RGB
+IMAGENET_MEAN_RGB = registry.IMAGENET_MEAN_RGB
+IMAGENET_STDDEV_RGB = registry.IMAGENET_STDDEV_RGB
 ADVPROP_MEAN_RGB = ADVPROP_STDDEV_RGB = (0.5 * 255,) * 3  # AdvProp: inputs scaled to [-1, 1]
+# The reference's eval crop: resolution/(resolution + 32) of the short side, what every
+# published checkpoint was evaluated with. Equal to data/preprocessing.CROP_PADDING, which
+# is not imported: it would load TensorFlow into every process that reads weights.
+CROP_PADDING = 32
 
 _MODEL_KEYS = ("variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
-               "dropout_rate")
+               "dropout_rate", "family")
+_OPTIONAL_KEYS = {"family": registry.DEFAULT_FAMILY}  # absent from older files
 _PREPROCESSING_KEYS = ("resolution", "crop_padding", "crop_fraction", "interpolation",
                        "mean_rgb", "stddev_rgb")
 
@@ -64,24 +66,25 @@ class WeightsInfo:
   resolution: int
   mean_rgb: tuple[float, float, float]
   stddev_rgb: tuple[float, float, float]
-  crop_padding: int = 32       # the released checkpoints' eval crop
+  crop_padding: int = CROP_PADDING
   crop_fraction: float | None = None
   interpolation: str = "bicubic"
   source: dict[str, str] = dataclasses.field(default_factory=dict)  # format, file, ...
+  family: str = registry.DEFAULT_FAMILY  # the architecture `width`/`depth` scale
 
   def __post_init__(self):
     _check(self, "WeightsInfo")
 
   @property
-  def network(self) -> spec_lib.Network:
-    return spec_lib.build(self.width, self.depth)
+  def network(self) -> architecture.Network:
+    return registry.build(self.family, self.width, self.depth)
 
-  def model(self, **overrides: Any) -> model_lib.EfficientNet:
-    """Our model with these settings; `overrides` set other EfficientNet attributes
+  def model(self, **overrides: Any) -> convnet.ConvNet:
+    """Our model with these settings; `overrides` set other ConvNet attributes
     (dtype, depthwise_impl, ...)."""
     settings = dict(num_classes=self.num_classes, dropout_rate=self.dropout_rate,
                     padding=self.padding, bn_epsilon=self.bn_epsilon)
-    return model_lib.EfficientNet(self.network, **{**settings, **overrides})
+    return convnet.ConvNet(self.network, **{**settings, **overrides})
 
   def update_config(self, config: ml_collections.ConfigDict) -> None:
     """Sets `config.model` and `config.input` to run these weights as they were trained.
@@ -90,7 +93,9 @@ class WeightsInfo:
     new dataset's.
     """
     m = config.model
-    m.variant = self.variant if self.variant in scaling.VARIANTS else "b0"
+    family = registry.family(self.family)
+    m.family = self.family
+    m.variant = self.variant if self.variant in family.variants else family.default_variant
     m.width, m.depth, m.resolution = self.width, self.depth, self.resolution
     m.dropout_rate, m.padding, m.bn_epsilon = self.dropout_rate, self.padding, self.bn_epsilon
     config.input.crop_padding = self.crop_padding
@@ -102,14 +107,14 @@ class WeightsInfo:
   def from_config(cls, config: ml_collections.ConfigDict, num_classes: int,
                   source: dict[str, str]) -> "WeightsInfo":
     """The settings a training config used (a workdir's config.json)."""
-    size = scaling.from_config(config.model)
+    size = registry.scaling_of(config.model)
     return cls(variant=config.model.variant, width=size.width, depth=size.depth,
                num_classes=num_classes, padding=config.model.padding,
                bn_epsilon=config.model.bn_epsilon, dropout_rate=size.dropout_rate,
                resolution=size.resolution, crop_padding=config.input.crop_padding,
                crop_fraction=config.input.crop_fraction,
                mean_rgb=_rgb(config.input.mean_rgb), stddev_rgb=_rgb(config.input.stddev_rgb),
-               source=dict(source))
+               source=dict(source), family=registry.family_of(config.model).name)
 
   def to_json(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -131,6 +136,9 @@ class WeightsInfo:
       if not isinstance(values, dict):
         raise ValueError(f"{where}: missing section {section!r}")
       for key in keys:
+        if key not in values and key in _OPTIONAL_KEYS:
+          fields[key] = _OPTIONAL_KEYS[key]
+          continue
         if key not in values:
           raise ValueError(f"{where}: missing {section}.{key}")
         fields[key] = values[key]
@@ -145,6 +153,9 @@ class WeightsInfo:
 
 def _check(info: WeightsInfo, where: str) -> None:
   """Every setting the model or the preprocessing could not use, named."""
+  if info.family not in registry.FAMILIES:
+    raise ValueError(f"{where}: family must be one of {tuple(registry.FAMILIES)}, got "
+                     f"{info.family!r}")
   if info.padding not in layers.PADDINGS:
     raise ValueError(f"{where}: padding must be one of {layers.PADDINGS}, got "
                      f"{info.padding!r}")
@@ -210,8 +221,9 @@ def read_info(directory: str | os.PathLike[str]) -> WeightsInfo:
 def load_weights(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], WeightsInfo]:
   """({'params', 'batch_stats'} as numpy float32, info) of a weights directory."""
   info = read_info(directory)
+  size = info.network.total_stride  # the smallest input the model takes
   abstract = jax.eval_shape(info.model(depthwise_impl="xla").init, jax.random.key(0),
-                            np.zeros((1, 32, 32, 3), np.float32))
+                            np.zeros((1, size, size, 3), np.float32))
   target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), dict(abstract))
   try:
     variables = ocp.StandardCheckpointer().restore(os.path.abspath(os.fspath(directory)),

@@ -1,0 +1,172 @@
+"""Every weights format this project imports, behind one interface, and what they share.
+
+A converter is a module with `convert(path, **options) -> (variables, WeightsInfo)`; the
+variables fill our `convnet.ConvNet` exactly and the info is what `weights_directory`
+saves beside them. `FORMATS` names them: "keras" (Keras-applications files), "tf"
+(tensorflow/tpu checkpoints), "timm" (PyTorch state dicts). Each converter only knows its
+own tensor names; the rest is here, written once:
+
+* the variant: the one asked for, else the one the source names, else the published
+  variant with the source's (stem width, head width, block count) (`registry.infer_variant`);
+* the conventions of the source frameworks: BatchNorm variable names (`TF_BN`, `TORCH_BN`),
+  kernel layouts, and how their models ran (`Convention`: padding, BatchNorm epsilon);
+* the `WeightsInfo` of a published variant, with the caller's overrides (padding,
+  bn_epsilon, resolution, crop_fraction: options every converter takes).
+
+A new format is a module with `convert` plus a row in `FORMATS`. The modules are imported
+on first use: they import this one for the shared parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from efficientnet_jax.models import architecture, convnet, registry
+from efficientnet_jax.weights import strict
+from efficientnet_jax.weights import weights_directory
+
+FORMATS = {
+    "keras": "efficientnet_jax.weights.keras",
+    "tf": "efficientnet_jax.weights.tf_checkpoint",
+    "timm": "efficientnet_jax.weights.timm",
+}
+# Our BatchNorm variables, in the order every framework creates them.
+_OUR_BN = (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),
+           ("batch_stats", "var"))
+
+
+def converter(format: str) -> Any:
+  """The module that converts `format` (it has `convert(path, **options)`)."""
+  if format not in FORMATS:
+    raise ValueError(f"unknown weights format {format!r}; known: {', '.join(FORMATS)}")
+  return importlib.import_module(FORMATS[format])
+
+
+def options(format: str) -> tuple[str, ...]:
+  """The option names `format`'s converter takes (all keyword arguments but the path)."""
+  parameters = inspect.signature(converter(format).convert).parameters
+  return tuple(name for name in parameters if name != "path")
+
+
+def convert(path: str | os.PathLike[str], format: str, **given: Any
+            ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
+  """`path` in `format` → (variables, info). Options set to None count as not given.
+
+  Raises:
+    ValueError: an unknown format, an option that format does not take, or what the
+      converter raises (a file that does not fit, one error listing every problem).
+  """
+  chosen = {name: value for name, value in given.items() if value is not None}
+  unknown = sorted(set(chosen) - set(options(format)))
+  if unknown:
+    raise ValueError(f"the {format} converter takes no {', '.join(unknown)}; its options: "
+                     f"{', '.join(options(format))}")
+  return converter(format).convert(path, **chosen)
+
+
+# --- Conventions of the source frameworks. -----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormNames:
+  """A framework's names for BatchNorm's four variables, in its creation order."""
+
+  scale: str
+  bias: str
+  mean: str
+  var: str
+  separator: str  # between a layer's name and its variable's
+
+  @property
+  def variables(self) -> tuple[str, str, str, str]:
+    return self.scale, self.bias, self.mean, self.var
+
+  def rules(self, theirs: str, ours: str) -> dict[str, strict.Rule]:
+    """Their BatchNorm layer `theirs` → our BatchNorm module `ours` (e.g. "stem_bn")."""
+    return {f"{theirs}{self.separator}{name}": strict.Rule(f"{collection}/{ours}/{leaf}")
+            for name, (collection, leaf) in zip(self.variables, _OUR_BN)}
+
+
+TF_BN = BatchNormNames("gamma", "beta", "moving_mean", "moving_variance", "/")  # TF, Keras
+TORCH_BN = BatchNormNames("weight", "bias", "running_mean", "running_var", ".")  # PyTorch
+
+
+@dataclasses.dataclass(frozen=True)
+class Convention:
+  """How a source's models ran, which their tensors do not say."""
+
+  padding: str       # "same" (TF) or "symmetric" (PyTorch)
+  bn_epsilon: float
+
+
+TF_CONVENTION = Convention("same", 1e-3)          # TF/Keras, and timm's tf_efficientnet_* ports
+TORCH_CONVENTION = Convention("symmetric", 1e-5)  # timm's own efficientnet_* (PyTorch-trained)
+
+
+def tf_depthwise(kernel: np.ndarray) -> np.ndarray:
+  """A TF/Keras depthwise kernel (kh, kw, C, 1) → ours (kh, kw, 1, C)."""
+  return np.swapaxes(kernel, 2, 3)
+
+
+def torch_conv(kernel: np.ndarray) -> np.ndarray:
+  """A PyTorch conv kernel OIHW → HWIO; a depthwise (C, 1, k, k) becomes (k, k, 1, C)."""
+  return np.transpose(kernel, (2, 3, 1, 0))
+
+
+# --- What every converter does the same way. ---------------------------------------------
+
+
+def choose_variant(variant: str | None, shapes: Callable[[], tuple[int, int, int]],
+                   named: str | None = None, naming: str = "") -> str:
+  """The variant to convert: `variant`, else `named` (what the source's name says), else
+  the one with the source's (stem width, head width, block count), which `shapes` reads.
+
+  `naming` says where `named` came from, for the error when it contradicts `variant`.
+  """
+  if variant and named and variant.lower() != named:
+    raise ValueError(f"variant={variant!r} contradicts {naming}")
+  if variant or named:
+    return (variant or named).lower()  # type: ignore[union-attr]
+  return registry.infer_variant(*shapes())
+
+
+def variable_shapes(network: architecture.Network, num_classes: int) -> dict[str, strict.Shape]:
+  """Every variable our ConvNet for `network` has, by path, with its shape (none allocated)."""
+  model = convnet.ConvNet(network, num_classes=num_classes, depthwise_impl="xla")
+  return strict.variable_shapes(model, image_size=network.total_stride)
+
+
+def published_info(variant: str, num_classes: int, convention: Convention,
+                   source: Mapping[str, str], *, advprop: bool = False,
+                   mean_rgb: tuple[float, float, float] | None = None,
+                   stddev_rgb: tuple[float, float, float] | None = None,
+                   padding: str | None = None, bn_epsilon: float | None = None,
+                   resolution: int | None = None, crop_fraction: float | None = None
+                   ) -> weights_directory.WeightsInfo:
+  """The settings of a published variant's weights, as the reference evaluates them.
+
+  Its size row (width, depth, dropout, resolution), the source's padding and epsilon, the
+  reference's center crop, ImageNet normalisation (AdvProp's [-1, 1] with `advprop`)
+  unless `mean_rgb`/`stddev_rgb` are given; padding, bn_epsilon, resolution and
+  crop_fraction override what the source implies.
+  """
+  size = registry.family(registry.DEFAULT_FAMILY).variants[variant]
+  if mean_rgb is None or stddev_rgb is None:
+    mean_rgb, stddev_rgb = ((weights_directory.ADVPROP_MEAN_RGB,
+                             weights_directory.ADVPROP_STDDEV_RGB) if advprop else
+                            (weights_directory.IMAGENET_MEAN_RGB,
+                             weights_directory.IMAGENET_STDDEV_RGB))
+  return weights_directory.WeightsInfo(
+      variant=variant, width=size.width, depth=size.depth, num_classes=num_classes,
+      padding=convention.padding if padding is None else padding,
+      bn_epsilon=float(convention.bn_epsilon if bn_epsilon is None else bn_epsilon),
+      dropout_rate=size.dropout_rate,
+      resolution=size.resolution if resolution is None else resolution,
+      crop_padding=weights_directory.CROP_PADDING, crop_fraction=crop_fraction,
+      mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, source=dict(source))
