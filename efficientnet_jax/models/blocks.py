@@ -92,15 +92,19 @@ class SqueezeExcite(nn.Module):
     return x * nn.sigmoid(s).astype(x.dtype)
 
 
-class MBConv(nn.Module):
-  """Inverted residual: [expand 1×1] → depthwise k×k → [SE] → project 1×1 → [+input].
-
-  EfficientNet's block, and MobileNetV2's (no squeeze-excite, ReLU6).
-  """
+class BlockModule(nn.Module):
+  """What every block module is given: its block, the shared options, the mode."""
 
   block: architecture.Block
   options: LayerOptions = LayerOptions()
   train: bool = False
+
+
+class MBConv(BlockModule):
+  """Inverted residual: [expand 1×1] → depthwise k×k → [SE] → project 1×1 → [+input].
+
+  EfficientNet's block, and MobileNetV2's (no squeeze-excite, ReLU6).
+  """
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -117,12 +121,8 @@ class MBConv(nn.Module):
     return x
 
 
-class DepthwiseSeparable(nn.Module):
+class DepthwiseSeparable(BlockModule):
   """MobileNetV1: depthwise k×k → BN → act → 1×1 → BN → act; no shortcut."""
-
-  block: architecture.Block
-  options: LayerOptions = LayerOptions()
-  train: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -131,12 +131,8 @@ class DepthwiseSeparable(nn.Module):
     return o.conv_bn(x, b.out_channels, "project", self.train, activation=b.activation)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(BlockModule):
   """ResNet v1.5 bottleneck: 1×1 → k×k (strided) → 1×1, projection shortcut if needed."""
-
-  block: architecture.Block
-  options: LayerOptions = LayerOptions()
-  train: bool = False
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -152,7 +148,7 @@ class Bottleneck(nn.Module):
     return ACTIVATIONS[act](x + shortcut)
 
 
-MODULES: dict[str, type[nn.Module]] = {
+MODULES: dict[str, type[BlockModule]] = {
     architecture.MBCONV: MBConv,
     architecture.DEPTHWISE_SEPARABLE: DepthwiseSeparable,
     architecture.BOTTLENECK: Bottleneck,
