@@ -1,7 +1,7 @@
 """Use trained weights: load them with their settings, classify images, evaluate a split.
 
 Two kinds of weights directory work everywhere here:
-* converted weights (`efficientnet-convert`, `convert.weights_file`): the settings
+* converted weights (`efficientnet-convert`, `weights.weights_directory`): the settings
   and preprocessing come from its `model.json`;
 * a training workdir: the EMA weights of its latest checkpoint, the settings from the
   `config.json` it was started with.
@@ -28,10 +28,10 @@ import orbax.checkpoint as ocp
 from efficientnet_jax.training import checkpointing
 from efficientnet_jax.config import defaults
 from efficientnet_jax.data import preprocessing
-from efficientnet_jax.models import model as model_lib
+from efficientnet_jax.models import convnet
 from efficientnet_jax.weights import weights_directory
 
-Loaded = tuple[model_lib.EfficientNet, dict[str, Any], weights_directory.WeightsInfo]
+Loaded = tuple[convnet.ConvNet, dict[str, Any], weights_directory.WeightsInfo]
 Image = Union[str, os.PathLike, np.ndarray]
 
 
@@ -69,7 +69,7 @@ def read_info(path: str | os.PathLike[str]) -> weights_directory.WeightsInfo:
 def load(path: str | os.PathLike[str], **model_overrides: Any) -> Loaded:
   """(model, {'params', 'batch_stats'}, info) of a weights directory or training workdir.
 
-  `model_overrides` set EfficientNet attributes such as dtype or depthwise_impl.
+  `model_overrides` set `ConvNet` attributes such as dtype or depthwise_impl.
   """
   info = read_info(path)
   if is_workdir(path):
@@ -132,7 +132,7 @@ def predict(images: Image | Sequence[Image], weights: str | os.PathLike[str] | L
 
 
 @functools.lru_cache(maxsize=8)
-def _probabilities(model: model_lib.EfficientNet, mean_rgb: tuple[float, ...],
+def _probabilities(model: convnet.ConvNet, mean_rgb: tuple[float, ...],
                    stddev_rgb: tuple[float, ...]):
   """A jitted uint8 batch → softmax probabilities, cached per model and normalisation."""
   def run(variables, images):
@@ -180,23 +180,28 @@ def eval_config(info: weights_directory.WeightsInfo, dataset: str, split: str,
 def evaluate(weights: str | os.PathLike[str], dataset: str = "imagenet2012",
              split: str = "validation", data_dir: str | None = None,
              batch_size: int = 250) -> dict[str, float]:
-  """Top-1, top-5 and loss of the weights over every example of `dataset`/`split`."""
+  """Top-1, top-5 and loss of the weights over every example of `dataset`/`split`.
+
+  TF reads the data: in a process whose JAX runs on a GPU or TPU, call
+  `tf_devices.hide_accelerators_from_tf()` first (efficientnet-evaluate does).
+  """
+  from efficientnet_jax.config import validation  # TF and the evaluation code: lazily
   from efficientnet_jax.data import input_pipeline
-  from efficientnet_jax.training import trainer  # TF and the training code: lazily
+  from efficientnet_jax.training import evaluator, sharding
   info = read_info(weights)
   config = eval_config(info, dataset, split, data_dir, batch_size)
-  trainer.validate(config)  # every config problem, before any weights are read
+  # Every config problem, before any weights are read.
+  validation.validate(config)
+  input_pipeline.validate(config)
   classes = input_pipeline.dataset_info(config).num_classes
   if classes != info.num_classes:
     raise ValueError(f"--dataset={dataset!r} has {classes} classes, the weights in "
                      f"{os.fspath(weights)} {info.num_classes}")
   model, variables, _ = load(weights)
-  mesh = trainer.make_mesh()
-  variables = jax.device_put(variables, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
-  return trainer.evaluate(trainer.compile_eval_step(model, config, mesh), variables["params"],
-                        variables["batch_stats"], config, info.resolution,
-                        trainer.batch_sharding(mesh))
+  mesh = sharding.make_mesh()
+  variables = jax.device_put(variables, sharding.replicated(mesh))
+  return evaluator.Evaluator(model, config, mesh, info.resolution).evaluate(
+      variables["params"], variables["batch_stats"])
 
 
 def _latest_step(workdir: str) -> int:

@@ -1,4 +1,5 @@
-"""Command line entry: `python -m efficientnet_jax.main --config=configs/b0.py --workdir=DIR`.
+"""Training command line: `efficientnet-train --config=configs/b0.py --workdir=DIR`
+(the same as `python -m efficientnet_jax.main ...`).
 
 Any config value can be overridden, e.g. `--config.batch_size=1024`. A workdir that holds
 a checkpoint resumes from it.
@@ -74,17 +75,19 @@ def main(argv):
     jax.distributed.initialize(
         coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
-  from efficientnet_jax.training import trainer
+  from efficientnet_jax.data import tf_devices
+  tf_devices.hide_accelerators_from_tf()  # TF only reads data here: the devices are JAX's
+  from efficientnet_jax.training import preemption, train_step, trainer
   gc.freeze()
   gc.enable()
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:
     results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except trainer.Preempted as e:
+  except preemption.Preempted as e:
     logging.warning("%s", e)
     sys.exit(EXIT_PREEMPTED)
-  except trainer.NonFiniteError as e:
+  except train_step.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(EXIT_NONFINITE)
   except jax.errors.JaxRuntimeError as e:
@@ -104,10 +107,5 @@ def main(argv):
     print(json.dumps({"final_" + k: v for k, v in results.items()}, sort_keys=True))
 
 
-def run():
-  """Console script `efficientnet-train`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -2,12 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from efficientnet_jax.config import defaults, validation
 from efficientnet_jax.models import convnet, costs, registry
 from efficientnet_jax.models.families import baselines
-from efficientnet_jax.training import optimizers
+from efficientnet_jax.training import metrics_log, optimizers, trainer
+from conftest import latest_state, tiny_config
 
 # torchvision resnet50/resnet152/mobilenet_v2, Keras MobileNet (trainable), 1000 classes.
 STANDARD_PARAMS = {"resnet50": 25_557_032, "resnet152": 60_192_808,
@@ -120,3 +122,54 @@ def test_validator_checks_family_and_resolution():
   config.resolution = 16
   with pytest.raises(ValueError, match="config.model.resolution 16"):
     validation.check_model(config)
+
+
+@pytest.mark.parametrize("family, policy", [("resnet50", "full"), ("mobilenetv1", "save_conv")])
+def test_baselines_train_with_frozen_bn_and_remat(family, policy):
+  """Both drifted before the one network: frozen BN and remat reach every family."""
+  config = _model_config(family)
+  config.remat, config.remat_policy = True, policy
+  remat_model, _ = convnet.create(config, num_classes=10)
+  frozen = remat_model.clone(bn_frozen=True)  # what config.finetune.freeze_bn=True builds
+  plain = remat_model.clone(remat=False)
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+  variables = jax.jit(plain.init)(jax.random.key(1), x)
+
+  @jax.jit
+  def grads_and_stats(params):
+    def loss(params, model):
+      logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                    mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+      return jnp.sum(logits**2), updates["batch_stats"]
+    return {name: jax.grad(loss, has_aux=True)(params, model)
+            for name, model in (("plain", plain), ("remat", remat_model), ("frozen", frozen))}
+
+  out = grads_and_stats(variables["params"])
+  # Remat recomputes the blocks: the same gradients up to float32 reordering.
+  for a, b in zip(jax.tree.leaves(out["remat"][0]), jax.tree.leaves(out["plain"][0])):
+    assert float(jnp.abs(a - b).max()) <= 1e-4 * max(1.0, float(jnp.abs(b).max()))
+  # Frozen BN keeps the running statistics and still trains the weights.
+  for new, old in zip(jax.tree.leaves(out["frozen"][1]), jax.tree.leaves(variables["batch_stats"])):
+    assert bool(jnp.all(new == old))
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(out["frozen"][0]))
+  # ...and normalises with those statistics, unlike train-mode BN.
+  assert not all(bool(jnp.all(a == b)) for a, b in zip(
+      jax.tree.leaves(out["frozen"][0]), jax.tree.leaves(out["plain"][0])))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, policy", [("resnet50", "full"), ("mobilenetv1", "save_conv")])
+def test_baseline_family_trains_with_freeze_bn_and_remat(data_dir, tmp_path, family, policy):
+  """The whole trainer: `finetune.freeze_bn=True` used to fail inside Flax's clone for the
+  baselines, and `remat` was silently ignored for them."""
+  config = tiny_config(data_dir, **{
+      "model.family": family, "model.remat": True, "model.remat_policy": policy,
+      "finetune.freeze_bn": True, "num_train_steps": 4, "checkpoint_every_steps": 4})
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  assert results["eval_num_examples"] == 360 and 0 <= results["eval_top1"] <= 1
+  records = [r for r in metrics_log.read(str(tmp_path)) if "loss" in r]
+  assert records and all(np.isfinite(r["loss"]) for r in records)
+  _, state = latest_state(str(tmp_path))
+  # Frozen BN: the running statistics are still the initial ones (mean 0, variance 1).
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state["batch_stats"])[0]:
+    np.testing.assert_array_equal(leaf, 0.0 if path[-1].key == "mean" else 1.0)

@@ -8,7 +8,7 @@ import pytest
 
 from efficientnet_jax.research import benchmarking
 from efficientnet_jax.models import costs
-from efficientnet_jax.training import trainer
+from efficientnet_jax.training import train_step
 
 
 def tiny_config(remat_policy=None):
@@ -39,7 +39,7 @@ def test_measurements_are_well_formed(measured):
     assert (r.variant, r.resolution, r.batch_size, r.dtype) == ("b0", 32, 2, "float32")
   inference, training = results
   assert training.model_flops == 3 * inference.model_flops
-  model, _ = trainer.create_model(config, benchmarking.NUM_CLASSES)
+  model, _ = train_step.create_model(config, benchmarking.NUM_CLASSES)
   assert inference.model_flops == 2 * 2 * costs.multiply_adds(model.network, 32)
   assert training.alias_bytes > 0  # the donated state's buffers are reused
   json.dumps([dataclasses.asdict(r) for r in results])
@@ -49,7 +49,7 @@ def test_measurements_are_well_formed(measured):
 
 def test_flops_are_xla_s(measured):
   config, results = measured
-  model, resolution = trainer.create_model(config, benchmarking.NUM_CLASSES)
+  model, resolution = train_step.create_model(config, benchmarking.NUM_CLASSES)
   images = jax.ShapeDtypeStruct((2, resolution, resolution, 3), "uint8")
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, resolution, resolution, 3), "float32"))

@@ -34,7 +34,8 @@ def test_command_help_shows_its_docstring_and_flags(name):
   # absl prints the usage and exits with 1 after --help.
   assert done.returncode == 1, done.stderr[-2000:]
   text = done.stdout + done.stderr
-  assert f"{OWN_FLAG[name]}:" in text
+  flag = OWN_FLAG[name].removeprefix("--")
+  assert re.search(rf"--(\[no\])?{flag}:", text), text[-2000:]  # booleans read --[no]flag
   assert name in text  # the module docstring shows how to run the command
 
 

@@ -55,7 +55,7 @@ def interleaved_split(num_examples: int, processes: int, local_batch: int) -> st
   """The split string whose stored order is what `processes` processes feed as global
   batches: batch k = process 0's k-th local batch, then process 1's, ...
 
-  Process p reads the contiguous part p of the split (input_pipeline._parts, equal parts
+  Process p reads the contiguous part p of the split (as tfds.even_splits; equal parts
   here) in stored order, and `make_array_from_process_local_data` lays the processes'
   local batches one after the other along the batch axis (process 0's devices come first
   in the mesh).

@@ -1,5 +1,5 @@
-"""Fine-tuning: a digits model (test_inference's tiny run) onto the even digits, 5 classes,
-through configs/finetune.py and trainer.py."""
+"""Fine-tuning: a digits model (conftest's `trained_digits`, test_inference's too) onto the
+even digits, 5 classes, through configs/finetune.py and trainer.py."""
 
 import importlib.util
 import json
@@ -14,7 +14,6 @@ import pytest
 
 from efficientnet_jax.training import checkpointing, freezing, trainer
 from efficientnet_jax.data import input_pipeline
-from test_inference import trained_digits_workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FROZEN_STEPS = 15
@@ -52,8 +51,8 @@ def test_freeze_backbone_for_zeroes_then_thaws():
     freezing.freeze_backbone_for(optax.sgd(0.1), -1)
 
 
-def test_finetune_config_takes_the_weights_settings(tmp_path_factory):
-  workdir, _ = trained_digits_workdir(tmp_path_factory)
+def test_finetune_config_takes_the_weights_settings(trained_digits):
+  workdir, _ = trained_digits
   config = finetune_config(f"dataset=digits_even,weights={workdir}")
   assert config.init_from == str(workdir) and config.model.num_classes is None
   assert (config.model.width, config.model.resolution, config.input.crop_fraction) == (
@@ -73,10 +72,10 @@ def restore(workdir, step):
         state=ocp.args.StandardRestore()))["state"]
 
 
-def test_finetune_onto_even_digits(tmp_path_factory):
+def test_finetune_onto_even_digits(tmp_path_factory, trained_digits):
   """trainer.py fine-tunes the digits model onto 5 classes: head first, BN frozen throughout."""
   base = tmp_path_factory.getbasetemp()
-  workdir, pretrain = trained_digits_workdir(tmp_path_factory)
+  workdir, pretrain = trained_digits
   config = finetune_config(f"dataset=digits_even,weights={workdir}")
   config.data_dir = str(base / "tfds")
   config.batch_size = 32

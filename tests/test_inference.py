@@ -1,7 +1,7 @@
 """load / predict / evaluate on a briefly trained digits workdir, and the weights format.
 
 The workdir comes from `train_and_evaluate` on the demo config shrunk to width and depth
-0.25 (`trained_digits_workdir`, also used by test_finetune.py): the checks compare against
+0.25 (conftest's `trained_digits`, also used by test_finetune.py): the checks compare against
 numbers that run itself produced. efficientnet-evaluate and efficientnet-convert run
 as the user runs them, in a child process.
 """
@@ -19,62 +19,22 @@ import pytest
 import tensorflow_datasets as tfds
 
 import efficientnet_jax
-from efficientnet_jax.training import checkpointing
 from efficientnet_jax import inference
+from efficientnet_jax.data import digits
+from efficientnet_jax.training import checkpointing
 from efficientnet_jax.weights import strict
 from efficientnet_jax.weights import timm as convert_timm
 from efficientnet_jax.weights import weights_directory
-from tests.session_cache import shared_once
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny_digits_config(data_dir):
-  """configs/demo.py at width/depth 0.25 for 150 steps: seconds of training on a CPU.
-
-  Faster BN statistics (momentum 0.9) and a constant learning rate so that so few steps
-  learn something (about 84% test top-1 with these settings).
-  """
-  spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config()
-  config.data_dir = str(data_dir)
-  config.model.width = config.model.depth = 0.25
-  config.batch_size = 32
-  config.num_train_steps = 150
-  config.schedule.warmup_epochs = 0.0
-  config.optimizer.base_learning_rate = 0.04  # RMSProp at 0.005 for batch 32
-  config.model.bn_momentum = 0.9
-  config.ema_decay = 0.9
-  config.eval_every_epochs = 1000.0  # evaluate once, at the end
-  config.log_every_steps = 20
-  config.checkpoint_every_steps = 1000
-  return config
-
-
-def trained_digits_workdir(tmp_path_factory):
-  """(workdir, final eval metrics) of a tiny digits run, trained once per test session."""
-  def build(workdir):
-    from efficientnet_jax.training import trainer
-    results = trainer.train_and_evaluate(tiny_digits_config(workdir.parent / "tfds"),
-                                       str(workdir))
-    (workdir / "final_eval.json").write_text(json.dumps(results))
-
-  workdir = shared_once(tmp_path_factory, "digits_tiny", build)
-  return workdir, json.loads((workdir / "final_eval.json").read_text())
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  return trained_digits_workdir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def test_split(trained):
+def test_split(trained_digits):
   """The digits test images (uint8 [360, 32, 32, 3]) and labels."""
-  workdir, _ = trained
+  workdir, _ = trained_digits
+  digits.register()  # the run may have been trained by another test process
   data = tfds.as_numpy(tfds.load("digits", split="test", batch_size=-1,
                                  data_dir=str(workdir.parent / "tfds")))
   return data["image"], data["label"]
@@ -91,8 +51,8 @@ def run_script(name, *args):
   return done.stdout
 
 
-def test_load_workdir_gives_its_ema_weights_and_settings(trained):
-  workdir, _ = trained
+def test_load_workdir_gives_its_ema_weights_and_settings(trained_digits):
+  workdir, _ = trained_digits
   model, variables, info = efficientnet_jax.load(workdir)
   assert (info.num_classes, info.resolution, info.crop_fraction, info.width, info.padding) \
       == (10, 32, 1.0, 0.25, "same")
@@ -107,9 +67,9 @@ def test_load_workdir_gives_its_ema_weights_and_settings(trained):
                jax.tree.map(np.asarray, checkpointing.load_variables(relative)))
 
 
-def test_evaluate_script_reproduces_the_training_eval(trained):
+def test_evaluate_script_reproduces_the_training_eval(trained_digits):
   """Same weights, same pipeline, another batch size (padding masked): same numbers."""
-  workdir, final = trained
+  workdir, final = trained_digits
   out = run_script("efficientnet-evaluate", f"--weights={workdir}", "--dataset=digits", "--split=test",
                    f"--data_dir={workdir.parent / 'tfds'}", "--batch_size=64")
   results = json.loads(out.strip().splitlines()[-1])
@@ -118,10 +78,10 @@ def test_evaluate_script_reproduces_the_training_eval(trained):
   np.testing.assert_allclose(results["loss"], final["eval_loss"], rtol=1e-5)
 
 
-def test_predict_agrees_with_evaluation(trained, test_split, tmp_path):
+def test_predict_agrees_with_evaluation(trained_digits, test_split, tmp_path):
   """predict() on the raw test images scores exactly the training eval's top-1, and a
   weights directory made from the workdir predicts the same probabilities."""
-  workdir, final = trained
+  workdir, final = trained_digits
   images, labels = test_split
   predictions = efficientnet_jax.predict(list(images), workdir, top_k=10)
   assert np.mean([p[0].index for p in predictions] == labels) == final["eval_top1"]
@@ -173,8 +133,8 @@ def test_imagenet_class_names_offline():
   assert inference.class_names(10) is None
 
 
-def test_bad_input_is_named(trained, tmp_path):
-  workdir, _ = trained
+def test_bad_input_is_named(trained_digits, tmp_path):
+  workdir, _ = trained_digits
   with pytest.raises(ValueError, match="has no model.json"):
     efficientnet_jax.load(tmp_path)
   with pytest.raises(ValueError, match="image arrays must be uint8"):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 
+import flax.linen
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,14 +17,16 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import datasets
 
-from efficientnet_jax.config import defaults
-from efficientnet_jax.data import input_pipeline
+from efficientnet_jax.config import defaults, validation
+from efficientnet_jax.data import digits, input_pipeline
+from efficientnet_jax.training import evaluator, sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
+  digits.register()  # tfds.builder("digits") below, as the pipeline would
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   tfds.builder("digits", data_dir=data_dir).download_and_prepare()
   return data_dir
@@ -74,6 +77,24 @@ def test_digits_builds_offline_with_a_fixed_stratified_split(digits_dir, tmp_pat
   tfds.builder("digits", data_dir=str(tmp_path)).download_and_prepare()
   again = _examples(str(tmp_path), "test")
   assert [_key(*ex) for ex in again] == [_key(*ex) for ex in test]
+
+
+def test_importing_the_pipeline_registers_and_hides_nothing():
+  """The digits builders exist once `digits.register()` ran (twice is fine), and TF keeps
+  every device it has until `tf_devices.hide_accelerators_from_tf()` is called."""
+  code = """
+import tensorflow as tf, tensorflow_datasets as tfds
+from efficientnet_jax.data import digits, input_pipeline
+names = lambda: set(tfds.list_builders(with_community_datasets=False))
+print(sorted(set(digits.BUILDER_NAMES) & names()))
+digits.register(); digits.register()
+print(sorted(set(digits.BUILDER_NAMES) & names()))
+print(tf.config.get_visible_devices() == tf.config.list_physical_devices())
+"""
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                        text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.split("\n")[-4:] == ["[]", "['digits', 'digits_even']", "True", ""]
 
 
 def test_dataset_info(digits_dir):
@@ -179,10 +200,11 @@ def test_exact_eval_over_four_processes(digits_dir, eval_batch_size, expected_ba
 def test_cached_eval_dataset_is_reused(digits_dir):
   config = _config(digits_dir, eval_batch_size=100)
   config.input.cache_eval = True
-  ds, num_batches = input_pipeline.create_eval_dataset(config, 32, process_index=0,
-                                                       process_count=1)
+  stand_in = flax.linen.Dense(10)  # never run: only the eval data is under test
+  evaluation = evaluator.Evaluator(stand_in, config, sharding.make_mesh(), 32)
+  ds, num_batches = evaluation.dataset()
   first = list(ds.as_numpy_iterator())
-  again, _ = input_pipeline.create_eval_dataset(config, 32, process_index=0, process_count=1)
+  again, _ = evaluation.dataset()
   assert again is ds and num_batches == 4
   for a, b in zip(first, again.as_numpy_iterator()):
     np.testing.assert_array_equal(a["image"], b["image"])
@@ -295,4 +317,4 @@ def test_validate_bad_input_settings(key, value):
   config.input.augment = "randaugment"
   config.input[key] = value
   with pytest.raises(ValueError, match=f"config.input.{key}"):
-    input_pipeline.validate(config)
+    validation.check_values(config)

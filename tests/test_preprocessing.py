@@ -48,7 +48,9 @@ def test_center_crop_window_padding_and_fraction():
 
 def test_eval_image_is_center_crop_then_bicubic():
   image = _pattern(300, 400)
-  out = preprocessing.eval_image(tf.constant(image), 224, crop_padding=32)
+  assert preprocessing.CROP_PADDING == 32  # the released checkpoints' eval crop
+  out = preprocessing.eval_image(tf.constant(image), 224,
+                                 crop_padding=preprocessing.CROP_PADDING)
   resized, expected = _reference_resize(image[19:19 + 262, 69:69 + 262], 224)
   assert resized.max() > 255.5 and resized.min() < -0.5  # the clip is really exercised
   assert out.dtype == tf.uint8 and out.shape == (224, 224, 3)

@@ -1,9 +1,13 @@
 """The registry walked: every family and variant builds, counts, and round-trips."""
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from efficientnet_jax.config import defaults, validation
 from efficientnet_jax.models import architecture, blocks, convnet, costs, registry
+from efficientnet_jax.weights import weights_directory
 
 EVERY_VARIANT = [(f, v) for f in registry.FAMILIES for v in registry.FAMILIES[f].variants]
 
@@ -57,3 +61,23 @@ def test_names_resolve_in_one_place():
   assert registry.infer_variant(40, 1536, 26) == "b3"
   with pytest.raises(ValueError, match="no EfficientNet variant has stem width 40"):
     registry.infer_variant(40, 1536, 27)
+
+
+@pytest.mark.parametrize("family", list(registry.FAMILIES))
+def test_every_family_round_trips_through_the_weights_directory(family, tmp_path):
+  config = model_config(family, registry.FAMILIES[family].default_variant)
+  config.model.width, config.model.depth = 0.25, 0.25  # small weights to write
+  info = weights_directory.WeightsInfo.from_config(config, 6, {"format": "test"})
+  assert info.family == family
+  model, _ = convnet.create(config.model, num_classes=6)
+  assert info.network == model.network
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  weights_directory.save_weights(tmp_path / "w", variables, info)
+  loaded, loaded_info = weights_directory.load_weights(tmp_path / "w")
+  assert loaded_info == info
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # ...and back into a config that builds the same network.
+  again = defaults.get_config()
+  loaded_info.update_config(again)
+  assert registry.network_of(again.model) == model.network

@@ -10,14 +10,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from efficientnet_jax.training import checkpointing, metrics_log, trainer
 from efficientnet_jax.config import validation
-from tests.test_train import (  # noqa: F401 - data_dir is a fixture, shared with test_train
-    REPO, _latest_state, data_dir, tiny_config, tiny_run)
+from efficientnet_jax.training import checkpointing, metrics_log, train_step, trainer
+from conftest import REPO, latest_state, tiny_config
 
 pytestmark = pytest.mark.faults
 
@@ -81,7 +81,7 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
   wait_for_step(faulty, 6, run)
   run.send_signal(signal.SIGTERM)
   assert run.wait(timeout=300) == EXIT_PREEMPTED, run.stderr.read()[-3000:]
-  preempted_at, _ = _latest_state(faulty)
+  preempted_at, _ = latest_state(faulty)
   assert 6 <= preempted_at < NUM_STEPS
 
   # 2. SIGKILL at a random moment 0-2 s after the resumed run logs its first step (mid-step,
@@ -97,7 +97,7 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
       run.kill()
       kills += 1
     run.wait(timeout=60)
-    preempted_at, _ = _latest_state(faulty)  # always a complete, readable checkpoint
+    preempted_at, _ = latest_state(faulty)  # always a complete, readable checkpoint
   assert kills >= 1
 
   # 3. A final restart (here in this process: the same config and, through JAX's cache,
@@ -106,17 +106,16 @@ def test_sigterm_then_repeated_sigkill_resume_to_the_uninterrupted_result(data_d
   straight_config = main_config(data_dir)
   straight_config.checkpoint_every_steps = NUM_STEPS  # only its final state is compared
   trainer.train_and_evaluate(straight_config, straight)
-  (step_a, a), (step_b, b) = _latest_state(straight), _latest_state(faulty)
+  (step_a, a), (step_b, b) = latest_state(straight), latest_state(faulty)
   assert step_a == step_b == NUM_STEPS
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
 
 
-def test_corrupted_latest_checkpoint_is_reported_and_skipped(data_dir, tmp_path,
-                                                             tmp_path_factory):
+def test_corrupted_latest_checkpoint_is_reported_and_skipped(data_dir, tmp_path, tiny_run):
   workdir = str(tmp_path / "run")  # a copy of an 8-step run, checkpoints at 4 and 8
-  shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), workdir)
-  assert _latest_state(workdir)[0] == 8
+  shutil.copytree(tiny_run(8), workdir)
+  assert latest_state(workdir)[0] == 8
   # Damage every data file of step 8, as a disk fault or a cut-short copy would.
   damaged = 0
   for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
@@ -132,32 +131,35 @@ def test_corrupted_latest_checkpoint_is_reported_and_skipped(data_dir, tmp_path,
   names = os.listdir(os.path.join(workdir, "checkpoints"))
   assert any(n.startswith("8.unreadable-") for n in names), names  # kept, not deleted
   # Resumed from step 4 and trained on to 12: same as a clean 12-step run.
-  clean = tiny_run(tmp_path_factory, data_dir, 12)
-  for x, y in zip(jax.tree.leaves(_latest_state(workdir)[1]),
-                  jax.tree.leaves(_latest_state(clean)[1]), strict=True):
+  clean = tiny_run(12)
+  for x, y in zip(jax.tree.leaves(latest_state(workdir)[1]),
+                  jax.tree.leaves(latest_state(clean)[1]), strict=True):
     np.testing.assert_array_equal(x, y)
 
 
-def test_nan_stops_with_the_step_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "_INJECT_NAN_AT_STEP", 6)
+def nan_at_step(bad_step):
+  """A `loss_transform` that replaces the loss of step `bad_step` (counted from 1) by NaN."""
+  return lambda loss, step: jnp.where(step == bad_step, jnp.nan, loss)
+
+
+def test_nan_stops_with_the_step_and_keeps_the_last_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny_config(data_dir, num_train_steps=12, log_every_steps=4,
                        checkpoint_every_steps=4)
-  with pytest.raises(trainer.NonFiniteError, match=r"at step 6 .*Last checkpoint: step 4"):
-    trainer.train_and_evaluate(config, workdir)
-  step, state = _latest_state(workdir)
+  with pytest.raises(train_step.NonFiniteError, match=r"at step 6 .*Last checkpoint: step 4"):
+    trainer.train_and_evaluate(config, workdir, loss_transform=nan_at_step(6))
+  step, state = latest_state(workdir)
   assert step == 4
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
 
 
-def test_nan_steps_are_skipped_and_counted(data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "_INJECT_NAN_AT_STEP", 6)
+def test_nan_steps_are_skipped_and_counted(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny_config(data_dir, num_train_steps=8, log_every_steps=4, on_nonfinite="skip")
-  trainer.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir, loss_transform=nan_at_step(6))
   records = [r for r in metrics_log.read(workdir) if "loss" in r]
   assert [r["nonfinite_steps"] for r in records] == [0.0, 1.0]
-  _, state = _latest_state(workdir)
+  _, state = latest_state(workdir)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
 
 

@@ -10,55 +10,10 @@ import textwrap
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from configs import demo
 from efficientnet_jax.training import checkpointing, metrics_log, trainer
-from efficientnet_jax.data import input_pipeline
-from tests.session_cache import shared_once
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  """digits prepared once for the session (a few seconds)."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny_config(path)
-  input_pipeline.dataset_info(config)
-  return path
-
-
-def tiny_config(data_dir, **overrides):
-  """The demo config shrunk to compile and run in seconds."""
-  config = demo.get_config()
-  config.data_dir = data_dir
-  config.model.width = 0.25
-  config.model.depth = 0.25
-  config.batch_size = 16
-  config.num_train_steps = 8
-  config.log_every_steps = 4
-  config.checkpoint_every_steps = 4
-  config.eval_every_epochs = 1000.0  # only at the end
-  config.eval_batch_size = 64
-  config.input.shuffle_buffer = 256
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
-def tiny_run(tmp_path_factory, data_dir, num_train_steps: int) -> str:
-  """The workdir of `tiny_config(data_dir, num_train_steps=...)` trained from scratch,
-  once per test session (shared between files and workers: copy it to change it)."""
-  return str(shared_once(
-      tmp_path_factory, f"tiny_run_{num_train_steps}",
-      lambda path: trainer.train_and_evaluate(
-          tiny_config(data_dir, num_train_steps=num_train_steps), str(path))))
+from conftest import REPO, latest_state, tiny_config
 
 
 def run_with_devices(code: str, devices: int = 4, timeout: int = 600) -> dict:
@@ -80,8 +35,9 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from efficientnet_jax.data import input_pipeline, preprocessing
-    from efficientnet_jax.training import optimizers, trainer, metrics_log
-    from tests.test_train import tiny_config
+    from efficientnet_jax.training import (metrics_log, optimizers, sharding, train_step,
+                                           trainer)
+    from tests.conftest import tiny_config
 
     results = {{"devices": jax.device_count()}}
 
@@ -115,8 +71,8 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
     for group in (0, 2):
       cfg = config.copy_and_resolve_references()
       cfg.bn_group_size = group
-      mesh = trainer.make_mesh(group)
-      model, resolution = trainer.create_model(cfg, 10)
+      mesh = sharding.make_mesh(group)
+      model, resolution = train_step.create_model(cfg, 10)
       lr = optimizers.learning_rate_fn(cfg, steps_per_epoch)
       tx = optimizers.create_optimizer(cfg, lr)
       if group == 0:
@@ -124,13 +80,13 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
         # As the run initialises (the same program, from JAX's cache); a host copy, since
         # the step donates its input.
         initial = jax.device_get(jax.jit(
-            functools.partial(trainer.create_train_state, model, tx, resolution),
+            functools.partial(train_step.create_train_state, model, tx, resolution),
             out_shardings=NamedSharding(mesh, P()))(jax.random.key(0)))
         variables = {{"params": initial.params, "batch_stats": initial.batch_stats}}
       # The same initial state on this mesh (init has no BN reduction to group).
       state = jax.device_put(initial, NamedSharding(mesh, P()))
-      sharded = jax.device_put(batch, trainer.batch_sharding(mesh))
-      step = trainer.compile_train_step(model, tx, lr, cfg, mesh)
+      sharded = jax.device_put(batch, sharding.batch_sharding(mesh))
+      step = train_step.compile_train_step(model, tx, lr, cfg, mesh)
       new_state, _ = step(state, sharded, jax.random.key(1))
       stem_vars[group] = np.asarray(new_state.batch_stats["stem_bn"]["var"])
 
@@ -167,20 +123,13 @@ def test_four_devices_train_bn_sync_exact_eval_and_batch_check(data_dir, tmp_pat
   assert "device count 4" in out["batch_error"]
 
 
-def _latest_state(workdir):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    step = manager.latest_step()
-    return step, manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
-
-
-def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path, tmp_path_factory):
+def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path, tiny_run):
   """An 8-step run extended to 12 steps ends where a 12-step run does."""
-  straight, resumed = tiny_run(tmp_path_factory, data_dir, 12), str(tmp_path / "resumed")
-  shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), resumed)
-  assert _latest_state(resumed)[0] == 8
+  straight, resumed = tiny_run(12), str(tmp_path / "resumed")
+  shutil.copytree(tiny_run(8), resumed)
+  assert latest_state(resumed)[0] == 8
   trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=12), resumed)
-  (step_a, a), (step_b, b) = _latest_state(straight), _latest_state(resumed)
+  (step_a, a), (step_b, b) = latest_state(straight), latest_state(resumed)
   assert step_a == step_b == 12
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
@@ -189,8 +138,8 @@ def test_resume_gives_bitwise_identical_parameters(data_dir, tmp_path, tmp_path_
   assert losses(straight)[-1] == losses(resumed)[-1]
 
 
-def test_workdir_outputs(data_dir, tmp_path_factory):
-  workdir = tiny_run(tmp_path_factory, data_dir, 8)
+def test_workdir_outputs(tiny_run):
+  workdir = tiny_run(8)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["width"] == 0.25
   records = metrics_log.read(workdir)
@@ -204,9 +153,9 @@ def test_workdir_outputs(data_dir, tmp_path_factory):
   assert os.listdir(os.path.join(workdir, "best"))
 
 
-def test_resume_with_another_config_is_refused(data_dir, tmp_path, tmp_path_factory):
+def test_resume_with_another_config_is_refused(data_dir, tmp_path, tiny_run):
   workdir = str(tmp_path / "run")  # a copy of an 8-step run
-  shutil.copytree(tiny_run(tmp_path_factory, data_dir, 8), workdir)
+  shutil.copytree(tiny_run(8), workdir)
   changed = tiny_config(data_dir, num_train_steps=12, **{"model.width": 0.5})
   with pytest.raises(ValueError, match=r"model.width: 0.25 -> 0.5"):
     checkpointing.Checkpoints(workdir, changed)

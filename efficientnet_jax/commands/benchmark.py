@@ -63,7 +63,7 @@ def main(argv):
   if _XLA_FLAGS.value:  # read when the backend starts, which is below
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS.value}".strip()
   if "timm" in _PEER.value:
-    import timm  # noqa: F401  before TensorFlow (train.py imports it): else a segfault
+    import timm  # noqa: F401  before TensorFlow (benchmarking imports it): else a segfault
   import jax
   from efficientnet_jax.research import benchmarking
 
@@ -115,10 +115,5 @@ def main(argv):
     Path(_JSON.value).write_text(json.dumps(output, indent=1))
 
 
-def run():
-  """Console script `efficientnet-benchmark`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -28,7 +28,7 @@ from absl import app, flags
 from PIL import Image
 
 from efficientnet_jax.config import defaults
-from efficientnet_jax.data import image_folder, input_pipeline
+from efficientnet_jax.data import image_folder, input_pipeline, tf_devices
 
 _DATASET = flags.DEFINE_string("dataset", None, "config.dataset to read (tfds name or "
                                "folder:<path>); default: generated JPEGs.")
@@ -89,6 +89,7 @@ def _time(iterator: Iterator[dict], batch_size: int, num_batches: int, warmup: i
 
 def main(argv: list[str]) -> None:
   del argv
+  tf_devices.hide_accelerators_from_tf()
   with tempfile.TemporaryDirectory(prefix="benchmark_input_") as scratch:
     config = defaults.get_config()
     config.train_split = config.eval_split = _SPLIT.value
@@ -135,10 +136,5 @@ def _eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict]:
     yield from ds.as_numpy_iterator()
 
 
-def run():
-  """Console script `efficientnet-benchmark-input`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -4,7 +4,7 @@
   efficientnet-evaluate --weights=runs/demo --dataset=digits --split=test
 
 Uses the resolution, crop and normalisation recorded with the weights, and the training
-code's evaluation (train.eval_step over every example, padding masked out). imagenet2012
+code's evaluation (`training.evaluator`: every example, padding masked out). imagenet2012
 must be prepared in --data_dir (tfds needs the manual download).
 """
 
@@ -15,6 +15,7 @@ import json
 from absl import app, flags
 
 from efficientnet_jax import inference
+from efficientnet_jax.data import tf_devices
 
 _WEIGHTS = flags.DEFINE_string("weights", None,
                                "Converted-weights directory or training workdir.")
@@ -28,16 +29,12 @@ flags.mark_flag_as_required("weights")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  tf_devices.hide_accelerators_from_tf()
   results = inference.evaluate(_WEIGHTS.value, _DATASET.value, _SPLIT.value, _DATA_DIR.value,
                                _BATCH_SIZE.value)
   print(json.dumps({"weights": _WEIGHTS.value, "dataset": _DATASET.value,
                     "split": _SPLIT.value, **results}, sort_keys=True))
 
 
-def run():
-  """Console script `efficientnet-evaluate`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

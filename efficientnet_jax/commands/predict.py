@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from efficientnet_jax import inference
+from efficientnet_jax.data import tf_devices
 
 _WEIGHTS = flags.DEFINE_string("weights", None,
                                "Converted-weights directory or training workdir.")
@@ -24,7 +25,8 @@ flags.mark_flag_as_required("weights")
 def main(argv):
   images = argv[1:]
   if not images:
-    raise app.UsageError("usage: predict.py --weights=DIR IMAGE [IMAGE ...]")
+    raise app.UsageError("usage: efficientnet-predict --weights=DIR IMAGE [IMAGE ...]")
+  tf_devices.hide_accelerators_from_tf()  # TF decodes and resizes; JAX classifies
   for image, predictions in zip(images, inference.predict(images, _WEIGHTS.value,
                                                           _TOP_K.value)):
     print(image)
@@ -32,10 +34,5 @@ def main(argv):
       print(f"  {p.probability:7.4f}  {p.index:4d}  {p.label}")
 
 
-def run():
-  """Console script `efficientnet-predict`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -15,14 +15,13 @@ folder holding the tar files.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from absl import app, flags
 
-from efficientnet_jax.data import input_pipeline  # also hides GPUs from TF
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from efficientnet_jax.data import input_pipeline, tf_devices
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory to prepare into.",
                                 required=True)
@@ -34,6 +33,7 @@ ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
 def main(argv):
   del argv
+  tf_devices.hide_accelerators_from_tf()  # preparing needs the CPU only
   manual_dir = _MANUAL_DIR.value or os.path.join(_DATA_DIR.value, "downloads", "manual")
   missing = [name for name in ARCHIVES
              if not tf.io.gfile.exists(os.path.join(manual_dir, name))]
@@ -55,10 +55,5 @@ def main(argv):
         f"--config.eval_split='{input_pipeline.MINIVAL_SPLIT}'.")
 
 
-def run():
-  """Console script `efficientnet-prepare-imagenet`."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_split = "train"
   config.eval_split = "validation"
   config.input = ml_collections.ConfigDict()
-  config.input.crop_padding = 32                   # eval crop res/(res+32) of the short side
+  config.input.crop_padding = registry.CROP_PADDING  # eval crop res/(res+32) of the short side
   config.input.crop_fraction = config_dict.placeholder(float)  # e.g. 0.875 instead
   config.input.crop_area_range = (0.08, 1.0)      # train crop's share of the image
   config.input.random_flip = True

@@ -13,9 +13,10 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from efficientnet_jax.models import convnet, layers, registry, scaling
-from efficientnet_jax.training import optimizers
 from efficientnet_jax.config import defaults
+from efficientnet_jax.data import augment
+from efficientnet_jax.models import convnet, layers, registry, scaling
+from efficientnet_jax.training import metrics_log, optimizers
 
 _Check = Callable[[Any], bool]
 
@@ -64,7 +65,11 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "input.cutmix_alpha": ((int, float), _non_negative, ">= 0"),
     "input.skip_bad_images": ((bool,), lambda v: True, "a bool"),
     "input.randaug_layers": ((int,), _non_negative, ">= 0"),
-    "input.randaug_magnitude": ((int, float), lambda v: 0 <= v <= 30, "in [0, 30]"),
+    "input.augment": ((str, type(None)), lambda v: v in augment.AUGMENTATIONS,
+                      f"one of {augment.AUGMENTATIONS}"),
+    "input.randaug_magnitude": ((int, float),
+                                lambda v: 0 <= v <= augment.MAX_RANDAUG_MAGNITUDE,
+                                f"in [0, {augment.MAX_RANDAUG_MAGNITUDE}]"),
     "batch_size": ((int,), _positive, "> 0"),
     "eval_batch_size": ((int, type(None)), _optional_positive, "> 0"),
     "num_epochs": ((int, float), _positive, "> 0"),
@@ -100,20 +105,10 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
 }
 
 
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def check_keys(config: ml_collections.ConfigDict) -> None:
   """Unknown keys (a typo in a config file) are refused, naming the closest valid key."""
-  known = set(flatten(defaults.get_config()))
-  unknown = sorted(set(flatten(config)) - known)
+  known = set(metrics_log.flatten_config(defaults.get_config()))
+  unknown = sorted(set(metrics_log.flatten_config(config)) - known)
   if unknown:
     lines = []
     for key in unknown:
@@ -124,7 +119,7 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
 
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Types and ranges of every key in RULES, then the relations between keys."""
-  flat = flatten(config)
+  flat = metrics_log.flatten_config(config)
   for key, (types, check, meaning) in RULES.items():
     value = flat.get(key)
     # bool is an int in Python: refuse it where a number is expected, and vice versa.

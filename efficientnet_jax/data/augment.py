@@ -21,6 +21,9 @@ from typing import Callable, Sequence, Union
 import tensorflow as tf
 
 MAX_LEVEL = 10.0
+# config.input.augment: none, or one of the policies below.
+AUGMENTATIONS = (None, "autoaugment", "randaugment")
+MAX_RANDAUG_MAGNITUDE = 30  # 3x the policies' top level; EfficientNet-B7 uses 28
 FILL_VALUE = 128
 
 Scalar = Union[float, tf.Tensor]  # op arguments: Python numbers, or tensors for random signs

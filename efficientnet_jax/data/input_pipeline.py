@@ -4,15 +4,18 @@ Everything here runs on the host CPU; batches leave as uint8 images and int32 la
 `preprocessing.normalize` runs on the device. Data sources (`config.dataset`):
 
 * any tfds image classification dataset by name, e.g. "imagenet2012" (prepared once with
-  efficientnet-prepare-imagenet), or the offline demo dataset "digits" (registered by
-  importing `digits_dataset`, prepared into `config.data_dir` on first use; "digits_even",
-  its even classes, for fine-tuning tests). Images are
+  efficientnet-prepare-imagenet), or the offline demo dataset "digits" (see `digits`:
+  registered when a config names it, prepared into `config.data_dir` on first use;
+  "digits_even", its even classes, for fine-tuning tests). Images are
   read as their stored encoded bytes (tfds `SkipDecoding`), so JPEGs decode only the crop;
 * "folder:<root>", a folder of images `<root>/<split>/<class>/<image>` (see
   `image_folder`).
 
 Split strings are tfds's for both, e.g. the ImageNet minival: train on
 "train[:-25022]" and evaluate on "train[-25022:]" (`MINIVAL_TRAIN_SPLIT`, `MINIVAL_SPLIT`).
+
+In a process that runs JAX on a GPU or TPU, call `tf_devices.hide_accelerators_from_tf()`
+first (efficientnet_jax.main and the commands do), so that TF stays off the accelerators.
 
 Determinism: the training stream is a pure function of (config, process), and each
 example's crop/flip/augmentation seed is derived from its position in the stream, so a run
@@ -32,14 +35,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from efficientnet_jax.data import augment
-from efficientnet_jax.data import digits_dataset  # noqa: F401  (registers the "digits" builder)
-from efficientnet_jax.data import digits_subset_dataset  # noqa: F401  (registers "digits_even")
+from efficientnet_jax.data import digits
 from efficientnet_jax.data import image_folder
 from efficientnet_jax.data import preprocessing
 
 FOLDER_PREFIX = "folder:"
-AUGMENTATIONS = (None, "autoaugment", "randaugment")
-MAX_RANDAUG_MAGNITUDE = 30  # 3x the policies' top level; EfficientNet-B7 uses 28
 # The reference's ImageNet minival: 25,022 images held out of train for early stopping.
 # tfds stores imagenet2012's train split in an order fixed by a hash of each file name, so
 # its last 25,022 images are a fixed, class-mixed sample, the same on every machine, and a
@@ -47,18 +47,6 @@ MAX_RANDAUG_MAGNITUDE = 30  # 3x the policies' top level; EfficientNet-B7 uses 2
 MINIVAL_SIZE = 25_022
 MINIVAL_TRAIN_SPLIT = f"train[:-{MINIVAL_SIZE}]"
 MINIVAL_SPLIT = f"train[-{MINIVAL_SIZE}:]"
-
-
-def _hide_accelerators_from_tf() -> None:
-  # TF would otherwise reserve GPU memory that JAX needs, or claim the TPU.
-  for kind in ("GPU", "TPU"):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # devices already initialised / no such device type
-      pass
-
-
-_hide_accelerators_from_tf()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,38 +65,14 @@ class DatasetInfo:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a data config that cannot work, before anything is compiled.
 
-  Auto-preparable datasets that are missing (e.g. "digits") are prepared here, because
+  What needs the data itself: the batch split over processes, the dataset and its splits
+  (the config's values alone are checked by `config.validation`). Auto-preparable datasets that are missing (e.g. "digits") are prepared here, because
   their split names are only known afterwards; a folder dataset is scanned (and its bad
   files reported) here.
   """
   process_count = jax.process_count()
   _local_batch_size(config.batch_size, "config.batch_size", process_count)
   _local_batch_size(*_eval_batch_size(config), process_count)
-  inp = config.input
-  if inp.crop_fraction is not None and not 0 < inp.crop_fraction <= 1:
-    raise ValueError(f"config.input.crop_fraction must be in (0, 1], got {inp.crop_fraction!r}.")
-  if inp.crop_padding < 0:
-    raise ValueError(f"config.input.crop_padding must be >= 0, got {inp.crop_padding!r}.")
-  if inp.augment not in AUGMENTATIONS:
-    raise ValueError(f"config.input.augment must be one of {AUGMENTATIONS}, got "
-                     f"{inp.augment!r}.")
-  if inp.augment == "randaugment":
-    if not isinstance(inp.randaug_layers, int) or inp.randaug_layers < 0:
-      raise ValueError("config.input.randaug_layers must be an integer >= 0, got "
-                       f"{inp.randaug_layers!r}.")
-    if not 0 <= inp.randaug_magnitude <= MAX_RANDAUG_MAGNITUDE:
-      raise ValueError(f"config.input.randaug_magnitude must be in [0, {MAX_RANDAUG_MAGNITUDE}]"
-                       f", got {inp.randaug_magnitude!r}.")
-  for key in ("mixup_alpha", "cutmix_alpha"):
-    if _alpha(config, key) < 0:
-      raise ValueError(f"config.input.{key} must be >= 0 (0 turns it off), got "
-                       f"{inp.get(key)!r}.")
-  low, high = inp.crop_area_range
-  if not 0 < low <= high <= 1:
-    raise ValueError("config.input.crop_area_range must satisfy 0 < low <= high <= 1, got "
-                     f"{tuple(inp.crop_area_range)!r}.")
-  if inp.shuffle_buffer < 1:
-    raise ValueError(f"config.input.shuffle_buffer must be >= 1, got {inp.shuffle_buffer!r}.")
   source = _source(config)
   for key in ("train_split", "eval_split"):
     source.num_examples(config[key], key)
@@ -237,6 +201,8 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The tfds builder for config.dataset, or a ValueError that suggests close names."""
   # "name/config:version" are valid tfds names; only the base name is registered.
   name = config.dataset.split(":")[0].split("/")[0]
+  if name in digits.BUILDER_NAMES:
+    digits.register()
   known = tfds.list_builders(with_community_datasets=False)
   if name not in known:
     close = difflib.get_close_matches(name, known, n=3)
@@ -394,10 +360,6 @@ def create_train_dataset(config: ml_collections.ConfigDict, resolution: int, *,
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-# Eval datasets with config.input.cache_eval, kept so the cache outlives one evaluation.
-_CACHED_EVAL: dict[tuple, tuple[tf.data.Dataset, int]] = {}
-
-
 def create_eval_dataset(config: ml_collections.ConfigDict, resolution: int, *,
                         process_index: int,
                         process_count: int) -> tuple[tf.data.Dataset, int]:
@@ -409,12 +371,9 @@ def create_eval_dataset(config: ml_collections.ConfigDict, resolution: int, *,
   so collectives line up and each real example is counted exactly once.
 
   With config.input.cache_eval the preprocessed images are kept in memory after the first
-  pass (resolution² · 3 bytes each: 7.5 GB for ImageNet's 50,000 at 224), and a later call
-  with the same config returns the same dataset, so later evaluations skip the decoding.
+  pass over the returned dataset (resolution² · 3 bytes each: 7.5 GB for ImageNet's 50,000
+  at 224): passes over the same dataset skip the decoding (`evaluator.Evaluator` keeps it).
   """
-  key = (config.to_json_best_effort(), resolution, process_index, process_count)
-  if config.input.cache_eval and key in _CACHED_EVAL:
-    return _CACHED_EVAL[key]
   local_batch = _local_batch_size(*_eval_batch_size(config), process_count)
   source = _source(config)
   sizes = source.part_sizes(config.eval_split, process_count)
@@ -436,7 +395,4 @@ def create_eval_dataset(config: ml_collections.ConfigDict, resolution: int, *,
   num_padding = num_batches * local_batch - sizes[process_index]
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_padding))
   ds = ds.batch(local_batch, drop_remainder=True)
-  result = ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
-  if config.input.cache_eval:
-    _CACHED_EVAL[key] = result
-  return result
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches

@@ -16,12 +16,14 @@ from typing import Callable, Optional, Sequence
 import jax.numpy as jnp
 import tensorflow as tf
 
+from efficientnet_jax.models import registry
+
 # tensorflow/tpu `_decode_and_random_crop`.
 MIN_OBJECT_COVERED = 0.1
 ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 AREA_RANGE = (0.08, 1.0)
 MAX_ATTEMPTS = 10
-CROP_PADDING = 32
+CROP_PADDING = registry.CROP_PADDING  # the eval crop: res/(res+32) of the short side
 
 Window = tuple[tf.Tensor, tf.Tensor]  # (offset [y, x], size [h, w]), int32
 

@@ -22,6 +22,9 @@ from efficientnet_jax.models.families import baselines, efficientnet
 PHI = "phi"  # config.model.variant for sizes from the φ formula
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Eval crop: the central res/(res+32) of the short side, as the released checkpoints were
+# evaluated (newer reference code uses a crop fraction of 0.875 instead).
+CROP_PADDING = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Preprocessing:
 
   mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
   stddev_rgb: tuple[float, float, float] = IMAGENET_STDDEV_RGB
+  crop_padding: int = CROP_PADDING
 
 
 @dataclasses.dataclass(frozen=True)

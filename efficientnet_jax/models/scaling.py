@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any, Iterator
+from typing import Iterator
 
 # The baseline resolution of B0; the formula scales it by γ^φ.
 BASE_RESOLUTION = 224
@@ -157,25 +157,3 @@ def grid_candidates(step: float = 0.05,
     candidate = GridCandidate(alpha, beta, gamma)
     if abs(candidate.flops_ratio - target) <= tolerance + 1e-12:
       yield candidate
-
-
-def from_config(model_config: Any) -> Scaling:
-  """The scaling a `config.model` asks for: its variant row (or φ formula) plus overrides."""
-  name = model_config.variant
-  if name == "phi":
-    if model_config.phi is None:
-      raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
-    base = compound(model_config.phi, model_config.alpha, model_config.beta,
-                    model_config.gamma, model_config.resolution_multiple)
-  else:
-    if name not in VARIANTS:
-      raise ValueError(f"config.model.variant: unknown EfficientNet variant {name!r}; "
-                       f"known: {', '.join(VARIANTS)}, phi")
-    base = VARIANTS[name]
-  overrides = {key: model_config[key]
-               for key in ("width", "depth", "resolution", "dropout_rate")
-               if model_config[key] is not None}
-  try:
-    return dataclasses.replace(base, **overrides)
-  except ValueError as e:
-    raise ValueError(f"config.model: {e}") from None

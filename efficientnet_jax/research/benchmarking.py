@@ -1,7 +1,7 @@
 """Speed, compile time, FLOPs and memory of the steps training and evaluation really run.
 
-Ours is measured through `trainer.compile_train_step` (the jitted, donated, sharded step of
-`trainer.py`, fed uint8 images and int32 labels) and an inference function (uint8 → on-device
+Ours is measured through `train_step.compile_train_step` (the jitted, donated, sharded step
+that training runs, fed uint8 images and int32 labels) and an inference function (uint8 → on-device
 normalisation → eval-mode logits). Peers (Keras/TensorFlow, timm/PyTorch) build the same
 variant at the same shapes. Every system is warmed up, then timed in turns (one step each,
 round after round) so that other load on the machine hits them alike; throughput is the
@@ -27,13 +27,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from efficientnet_jax.config import defaults
 from efficientnet_jax.training import optimizers
 from efficientnet_jax.data import preprocessing
-from efficientnet_jax.models import costs, scaling
-from efficientnet_jax.training import trainer
+from efficientnet_jax.models import convnet, costs, registry
+from efficientnet_jax.training import sharding, train_step
 
 NUM_CLASSES = 1000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167  # only sets the learning-rate schedule's time scale
@@ -132,7 +131,7 @@ def benchmark_config(variant: str, batch_size: int, resolution: int | None = Non
 
 def input_resolution(config: ml_collections.ConfigDict) -> int:
   """The input resolution `config.model` trains at (the variant's unless overridden)."""
-  return scaling.from_config(config.model).resolution
+  return registry.scaling_of(config.model).resolution
 
 
 def synthetic_batch(batch_size: int, resolution: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -159,9 +158,9 @@ def _timed_compile(jitted: Any, *args: Any) -> tuple[Any, float]:
 def ours(config: ml_collections.ConfigDict, mode: str, system: str = "ours",
          compile_only: bool = False) -> Runner:
   """Our model under `config`: the real train step, or jitted inference."""
-  mesh = trainer.make_mesh()
-  replicated, data = NamedSharding(mesh, P()), trainer.batch_sharding(mesh)
-  model, resolution = trainer.create_model(config, NUM_CLASSES)
+  mesh = sharding.make_mesh()
+  replicated, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  model, resolution = train_step.create_model(config, NUM_CLASSES)
   batch = synthetic_batch(config.batch_size, resolution)
   if compile_only:  # shapes only: nothing the size of the model is allocated
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=data)
@@ -172,11 +171,11 @@ def ours(config: ml_collections.ConfigDict, mode: str, system: str = "ours",
   if mode == "train":
     lr = optimizers.learning_rate_fn(config, IMAGENET_TRAIN_EXAMPLES / config.batch_size)
     tx = optimizers.create_optimizer(config, lr)
-    init = jax.jit(functools.partial(trainer.create_train_state, model, tx, resolution),
+    init = jax.jit(functools.partial(train_step.create_train_state, model, tx, resolution),
                    out_shardings=replicated)
     state = jax.eval_shape(init, key) if compile_only else init(key)
     compiled, seconds = _timed_compile(
-        trainer.compile_train_step(model, tx, lr, config, mesh), state, batch, key)
+        train_step.compile_train_step(model, tx, lr, config, mesh), state, batch, key)
     holder = [state]
 
     def step():
@@ -228,7 +227,7 @@ def timm(variant: str, resolution: int, batch_size: int, mode: str) -> Runner:
   """timm's `efficientnet_<variant>` (PyTorch-native definition), NCHW, default threads."""
   if "timm" not in sys.modules and "tensorflow" in sys.modules:
     # Seen here: torchvision (imported by timm) segfaults once TensorFlow is loaded.
-    raise RuntimeError("import timm before tensorflow (which trainer.py's clu imports)")
+    raise RuntimeError("import timm before tensorflow (which the preprocessing imports)")
   import timm as timm_lib  # optional
   import torch
 
@@ -296,8 +295,7 @@ def time_in_turns(runners: Sequence[Runner], warmup: int, reps: int
 
 def model_flops(config: ml_collections.ConfigDict, mode: str) -> float:
   """Analytic FLOPs of one step: 2·multiply-adds per image (×3 when training)."""
-  from efficientnet_jax.models import model as model_lib
-  model, size = model_lib.create(config.model, NUM_CLASSES)
+  model, size = convnet.create(config.model, NUM_CLASSES)
   forward = 2 * costs.multiply_adds(model.network, size.resolution, NUM_CLASSES)
   return forward * config.batch_size * (3 if mode == "train" else 1)
 

@@ -24,6 +24,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from efficientnet_jax.training import metrics_log
+
 # Keys that may change when a run resumes: they don't change what is being trained.
 RESUMABLE_KEYS = frozenset({
     "num_epochs", "num_train_steps", "log_every_steps", "checkpoint_every_steps",
@@ -32,19 +34,9 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def config_differences(old: dict, new: dict) -> list[str]:
   """'key: old → new' for every key that differs, except RESUMABLE_KEYS."""
-  old_flat, new_flat = _flat(old), _flat(new)
+  old_flat, new_flat = metrics_log.flatten_config(old), metrics_log.flatten_config(new)
   return [f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}"
           for k in sorted(set(old_flat) | set(new_flat))
           if k not in RESUMABLE_KEYS and old_flat.get(k) != new_flat.get(k)]

@@ -11,7 +11,7 @@ backbone frozen throughout (a linear probe on the pretrained features).
 Freezing BatchNorm *statistics* (normalise with the pretrained running averages and never
 update them, while dropout and drop-path stay on) is a model setting, not an optimizer
 one: the model's BatchNorms are built with `use_running_average=not train or frozen`, and
-train.py sets that flag when `config.finetune.freeze_bn` is on.
+`train_step.create_model` sets that flag when `config.finetune.freeze_bn` is on.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Written through etils.epath, so a `gs://` workdir works too. Object stores cannot append,
 so the (small) file is rewritten whole at each write.
+
+`flatten_config` is the one flat form of a config ('model.variant': 'b0', …): what
+TensorBoard's hparams record and what a resumed run's config is compared by.
 """
 
 from __future__ import annotations
@@ -46,19 +49,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def flatten_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """{'model.variant': 'b0', …} with scalars only (TensorBoard hparams)."""
+def flatten_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  """{'model.variant': 'b0', 'input.mean_rgb': (…), …}: every leaf of a config (or of its
+  JSON form) under its dotted key, values as they are."""
   flat = {}
-
-  def visit(prefix: str, node: Any) -> None:
-    for key, value in node.items():
-      name = f"{prefix}{key}"
-      if isinstance(value, (ml_collections.ConfigDict, dict)):
-        visit(name + ".", value)
-      elif isinstance(value, (int, float, str, bool)):
-        flat[name] = value
-      else:
-        flat[name] = str(value)
-
-  visit("", config)
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      flat.update({f"{key}.{k}": v for k, v in flatten_config(value).items()})
+    else:
+      flat[key] = value
   return flat
+
+
+def hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`flatten_config` with every value a scalar, as TensorBoard's hparams need (others as
+  their str)."""
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+          for k, v in flatten_config(config).items()}

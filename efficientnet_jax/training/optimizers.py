@@ -96,7 +96,7 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
   return schedule
 
 
-def _is_batch_norm(path: tuple[Any, ...]) -> bool:
+def is_batch_norm(path: tuple[Any, ...]) -> bool:
   """True for a leaf under a BatchNorm module (our model names them `*_bn`)."""
   return any(str(getattr(k, "key", k)).endswith("_bn") for k in path[:-1])
 
@@ -104,7 +104,7 @@ def _is_batch_norm(path: tuple[Any, ...]) -> bool:
 def _decay_mask(params: Any) -> Any:
   """Decoupled decay (adamw, lars) skips BatchNorm and bias variables, as is usual."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: not (_is_batch_norm(path)
+      lambda path, _: not (is_batch_norm(path)
                            or str(getattr(path[-1], "key", path[-1])) == "bias"),
       params)
 
@@ -141,6 +141,6 @@ def l2_loss(params: Any) -> jax.Array:
   so conv kernels, SE conv biases and the classifier's kernel and bias all count.
   """
   leaves = [v for path, v in jax.tree_util.tree_flatten_with_path(params)[0]
-            if not _is_batch_norm(path)]
+            if not is_batch_norm(path)]
   return sum((jnp.sum(jnp.square(v.astype(jnp.float32))) for v in leaves),
              jnp.zeros((), jnp.float32)) / 2

@@ -40,10 +40,7 @@ INTERPOLATIONS = ("bicubic",)  # the only resize preprocessing.eval_image implem
 IMAGENET_MEAN_RGB = registry.IMAGENET_MEAN_RGB
 IMAGENET_STDDEV_RGB = registry.IMAGENET_STDDEV_RGB
 ADVPROP_MEAN_RGB = ADVPROP_STDDEV_RGB = (0.5 * 255,) * 3  # AdvProp: inputs scaled to [-1, 1]
-# The reference's eval crop: resolution/(resolution + 32) of the short side, what every
-# published checkpoint was evaluated with. Equal to data/preprocessing.CROP_PADDING, which
-# is not imported: it would load TensorFlow into every process that reads weights.
-CROP_PADDING = 32
+CROP_PADDING = registry.CROP_PADDING  # what every published checkpoint was evaluated with
 
 _MODEL_KEYS = ("variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
                "dropout_rate", "family")
