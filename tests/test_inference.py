@@ -70,8 +70,8 @@ def test_load_workdir_gives_its_ema_weights_and_settings(trained_digits):
 def test_evaluate_script_reproduces_the_training_eval(trained_digits):
   """Same weights, same pipeline, another batch size (padding masked): same numbers."""
   workdir, final = trained_digits
-  out = run_script("efficientnet-evaluate", f"--weights={workdir}", "--dataset=digits", "--split=test",
-                   f"--data_dir={workdir.parent / 'tfds'}", "--batch_size=64")
+  out = run_script("efficientnet-evaluate", f"--weights={workdir}", "--dataset=digits",
+                   "--split=test", f"--data_dir={workdir.parent / 'tfds'}", "--batch_size=64")
   results = json.loads(out.strip().splitlines()[-1])
   assert results["num_examples"] == 360.0 == final["eval_num_examples"]
   assert results["top1"] == final["eval_top1"] and results["top5"] == final["eval_top5"]

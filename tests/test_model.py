@@ -1,4 +1,5 @@
-"""The Flax network (every family's): exact parameter counts, shapes, modes, depthwise paths, dtypes, remat."""
+"""The Flax network (every family's): exact parameter counts, shapes, modes, depthwise
+paths, dtypes, remat."""
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,8 @@ REFERENCE_PARAMS = {
 
 def tiny(num_classes=10, **kwargs):
   """A narrow, shallow network that compiles in a second or two on CPU."""
-  return convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25), num_classes=num_classes, **kwargs)
+  return convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25), num_classes=num_classes,
+                         **kwargs)
 
 
 def assert_trees_close(a, b, rel=1e-5):
@@ -122,8 +124,8 @@ def test_train_and_eval_differ_only_by_bn_dropout_and_drop_path():
   x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
   # No dropout, no drop path, BN momentum 0: the running statistics after one train
   # pass are exactly that batch's statistics, so eval on them reproduces train mode.
-  m = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.0), num_classes=10,
-                         dropout_rate=0.0, bn_momentum=0.0)
+  m = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.0),
+                      num_classes=10, dropout_rate=0.0, bn_momentum=0.0)
   variables = init(m, x)
   train_out, updates = apply(m, variables, x, train=True, dropout_seed=2)
   train_out_2, _ = apply(m, variables, x, train=True, dropout_seed=3)
@@ -134,8 +136,8 @@ def test_train_and_eval_differ_only_by_bn_dropout_and_drop_path():
   assert not np.allclose(apply(m, variables, x), train_out, atol=1e-2)
 
   # Dropout and drop path make train mode random; eval mode never is.
-  noisy = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.5), num_classes=10,
-                             dropout_rate=0.5)
+  noisy = convnet.ConvNet(registry.build("efficientnet", 0.25, 0.25, drop_path_rate=0.5),
+                          num_classes=10, dropout_rate=0.5)
   variables = init(noisy, x)
   a, _ = apply(noisy, variables, x, train=True, dropout_seed=2)
   b, _ = apply(noisy, variables, x, train=True, dropout_seed=3)
@@ -163,7 +165,8 @@ def test_drop_path_zeroes_whole_samples_and_rescales():
 ])
 def test_depthwise_implementations_agree(kernel, stride, padding, size):
   x = jax.random.normal(jax.random.key(0), (2, *size, 8))
-  convs = {impl: layers.DepthwiseConv(kernel, stride, padding, impl) for impl in ("xla", "shift_add")}
+  convs = {impl: layers.DepthwiseConv(kernel, stride, padding, impl)
+           for impl in ("xla", "shift_add")}
   variables = convs["xla"].init(jax.random.key(1), x)
   outs, grads = {}, {}
   for impl, conv in convs.items():

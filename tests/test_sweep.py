@@ -219,7 +219,8 @@ def test_local_backend_trains_once_and_resumes(tmp_path):
 
 def test_cli_dry_run_prints_the_runs_and_script():
   out = subprocess.run(
-      [os.path.join(os.path.dirname(sys.executable), "efficientnet-sweep"), f"--config={DEMO}", "--sweep_dir=/shared/s",
+      [os.path.join(os.path.dirname(sys.executable), "efficientnet-sweep"), f"--config={DEMO}",
+       "--sweep_dir=/shared/s",
        "--phi=0", "--width=2", "--num_classes=10", "--backend=slurm", "--nodes=2",
        "--dry-run", *[f"--override={o}" for o in TINY]],
       cwd=REPO, capture_output=True, text=True, check=True).stdout

@@ -7,52 +7,26 @@ the `__main__` module, which a console script's wrapper would otherwise be).
 
 from __future__ import annotations
 
+import dataclasses
 import runpy
 
 
-def _run(module: str) -> None:
-  runpy.run_module(module, run_name="__main__", alter_sys=True)
+@dataclasses.dataclass(frozen=True)
+class Command:
+  module: str
+
+  def __call__(self) -> None:
+    runpy.run_module(self.module, run_name="__main__", alter_sys=True)
 
 
-def train() -> None:
-  _run("efficientnet_jax.main")
-
-
-def convert() -> None:
-  _run("efficientnet_jax.commands.convert")
-
-
-def evaluate() -> None:
-  _run("efficientnet_jax.commands.evaluate")
-
-
-def predict() -> None:
-  _run("efficientnet_jax.commands.predict")
-
-
-def tables() -> None:
-  _run("efficientnet_jax.commands.tables")
-
-
-def sweep() -> None:
-  _run("efficientnet_jax.commands.sweep")
-
-
-def grid_search() -> None:
-  _run("efficientnet_jax.commands.grid_search")
-
-
-def latency() -> None:
-  _run("efficientnet_jax.commands.latency")
-
-
-def benchmark() -> None:
-  _run("efficientnet_jax.commands.benchmark")
-
-
-def benchmark_input() -> None:
-  _run("efficientnet_jax.commands.benchmark_input")
-
-
-def prepare_imagenet() -> None:
-  _run("efficientnet_jax.commands.prepare_imagenet")
+train = Command("efficientnet_jax.main")
+convert = Command("efficientnet_jax.commands.convert")
+evaluate = Command("efficientnet_jax.commands.evaluate")
+predict = Command("efficientnet_jax.commands.predict")
+tables = Command("efficientnet_jax.commands.tables")
+sweep = Command("efficientnet_jax.commands.sweep")
+grid_search = Command("efficientnet_jax.commands.grid_search")
+latency = Command("efficientnet_jax.commands.latency")
+benchmark = Command("efficientnet_jax.commands.benchmark")
+benchmark_input = Command("efficientnet_jax.commands.benchmark_input")
+prepare_imagenet = Command("efficientnet_jax.commands.prepare_imagenet")

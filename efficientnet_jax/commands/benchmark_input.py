@@ -75,7 +75,8 @@ def _cpu_seconds() -> float:
   return times.user + times.system
 
 
-def _time(iterator: Iterator[dict], batch_size: int, num_batches: int, warmup: int) -> tuple[float, float]:
+def _time(iterator: Iterator[dict], batch_size: int, num_batches: int,
+          warmup: int) -> tuple[float, float]:
   """(images/s, images per CPU-second) over `num_batches` after `warmup` batches."""
   for _ in range(warmup):
     next(iterator)

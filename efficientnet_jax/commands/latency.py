@@ -6,8 +6,9 @@ against ResNet-50/152, all through one code path: jit, warm-up calls, median of 
   taskset -c 0 efficientnet-latency                   # one core, like the paper
 
 Models: any name the registry knows (`efficientnet_jax.models.registry.lookup`):
-EfficientNet variants (b0 … l2, at their resolution) and the Table 3 baselines (at 224). Weights are random: latency does not depend on
-them. Don't set cheap-compile XLA_FLAGS here: they slow the compiled code down.
+EfficientNet variants (b0 … l2, at their resolution) and the Table 3 baselines (at 224).
+Weights are random: latency does not depend on them. Don't set cheap-compile XLA_FLAGS
+here: they slow the compiled code down.
 """
 
 from __future__ import annotations

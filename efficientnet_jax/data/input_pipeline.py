@@ -66,9 +66,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a data config that cannot work, before anything is compiled.
 
   What needs the data itself: the batch split over processes, the dataset and its splits
-  (the config's values alone are checked by `config.validation`). Auto-preparable datasets that are missing (e.g. "digits") are prepared here, because
-  their split names are only known afterwards; a folder dataset is scanned (and its bad
-  files reported) here.
+  (the config's values alone are checked by `config.validation`). Auto-preparable datasets
+  that are missing (e.g. "digits") are prepared here, because their split names are only
+  known afterwards; a folder dataset is scanned (and its bad files reported) here.
   """
   process_count = jax.process_count()
   _local_batch_size(config.batch_size, "config.batch_size", process_count)

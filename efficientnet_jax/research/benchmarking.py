@@ -83,21 +83,6 @@ def peak_rss_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def compiled_cost(compiled: Any) -> costs.XlaCost:
-  """`costs.XlaCost` of an already compiled executable (no second compile)."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  memory = compiled.memory_analysis()
-  return costs.XlaCost(
-      flops=float(cost.get("flops", 0.0)),
-      bytes_accessed=float(cost.get("bytes accessed", 0.0)),
-      temp_bytes=int(memory.temp_size_in_bytes),
-      argument_bytes=int(memory.argument_size_in_bytes),
-      output_bytes=int(memory.output_size_in_bytes),
-      alias_bytes=int(memory.alias_size_in_bytes))
-
-
 def matmul_peak_flops(size: int = 2048, dtype: Any = jnp.float32, reps: int = 5) -> float:
   """Best FLOP/s of a square matmul: the compute roof MFU is measured against."""
   a = jnp.asarray(np.random.RandomState(0).standard_normal((size, size)), dtype)
@@ -193,7 +178,7 @@ def ours(config: ml_collections.ConfigDict, mode: str, system: str = "ours",
       compiled(variables, batch["image"]).block_until_ready()
   else:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-  return Runner(system, mode, step, compile_seconds=seconds, cost=compiled_cost(compiled),
+  return Runner(system, mode, step, compile_seconds=seconds, cost=costs.compiled_cost(compiled),
                 peak_rss_bytes=peak_rss_bytes())
 
 

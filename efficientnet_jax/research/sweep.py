@@ -193,7 +193,8 @@ def _compound_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
 def _dimension_flag(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
                     dimension: str, multiplier: float) -> str:
   if dimension == "resolution":
-    value = scaling.round_resolution(base_size.resolution * multiplier, base.model.resolution_multiple)
+    value = scaling.round_resolution(base_size.resolution * multiplier,
+                                     base.model.resolution_multiple)
     return f"--config.model.resolution={value}"
   return f"--config.model.{dimension}={_number(getattr(base_size, dimension) * multiplier)}"
 
