@@ -65,3 +65,21 @@ def test_bad_multipliers_raise():
     registry.build("efficientnet", 1.0, -2.0)
   with pytest.raises(ValueError, match="drop_path_rate"):
     registry.build("efficientnet", drop_path_rate=1.0)
+
+
+def test_table1_of_b0_is_the_papers():
+  from efficientnet_jax.research import paper_tables
+  rows = paper_tables.architecture_table(registry.variant_network("b0"), 224)
+  assert rows == [
+      (1, "Conv3x3", "224x224", 32, 1), (2, "MBConv1, k3x3", "112x112", 16, 1),
+      (3, "MBConv6, k3x3", "112x112", 24, 2), (4, "MBConv6, k5x5", "56x56", 40, 2),
+      (5, "MBConv6, k3x3", "28x28", 80, 3), (6, "MBConv6, k5x5", "14x14", 112, 3),
+      (7, "MBConv6, k5x5", "14x14", 192, 4), (8, "MBConv6, k3x3", "7x7", 320, 1),
+      (9, "Conv1x1 & Pooling & FC", "7x7", 1280, 1)]
+  # V2-S: the paper's Table 4 (stride-2 stages at 3, 4, 5, 7).
+  v2_s = paper_tables.architecture_table(registry.variant_network("v2_s", "efficientnetv2"),
+                                         384)
+  assert [r[1] for r in v2_s[1:4]] == ["Fused-MBConv1, k3x3", "Fused-MBConv4, k3x3",
+                                       "Fused-MBConv4, k3x3"]
+  assert [(r[3], r[4]) for r in v2_s[1:-1]] == [(24, 2), (48, 4), (64, 4), (128, 6),
+                                                (160, 9), (256, 15)]

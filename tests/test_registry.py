@@ -63,9 +63,14 @@ def test_names_resolve_in_one_place():
     registry.infer_variant(40, 1536, 27)
 
 
-@pytest.mark.parametrize("family", list(registry.FAMILIES))
-def test_every_family_round_trips_through_the_weights_directory(family, tmp_path):
-  config = model_config(family, registry.FAMILIES[family].default_variant)
+# Each family at its default size, and every size with a table of its own (V2-S …).
+ROUND_TRIPS = [(f.name, v) for f in registry.FAMILIES.values()
+               for v in f.variants if v == f.default_variant or v in f.tables]
+
+
+@pytest.mark.parametrize("family, variant", ROUND_TRIPS)
+def test_every_family_round_trips_through_the_weights_directory(family, variant, tmp_path):
+  config = model_config(family, variant)
   config.model.width, config.model.depth = 0.25, 0.25  # small weights to write
   info = weights_directory.WeightsInfo.from_config(config, 6, {"format": "test"})
   assert info.family == family

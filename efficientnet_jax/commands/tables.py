@@ -49,9 +49,10 @@ def main(argv):
     sweep_report()
     return
   fmt = paper_tables.to_csv if _CSV.value else paper_tables.to_markdown
-  size = scaling.variant(_VARIANT.value)
-  network = registry.variant_network(_VARIANT.value)
-  print(f"Table 1: EfficientNet-{_VARIANT.value.upper()} at {size.resolution}x{size.resolution}\n")
+  family, variant = registry.lookup(_VARIANT.value)
+  size = family.variants[variant]
+  network = registry.variant_network(variant, family.name)
+  print(f"Table 1: {family.name} {variant} at {size.resolution}x{size.resolution}\n")
   print(fmt(paper_tables.TABLE1_HEADER,
             paper_tables.architecture_table(network, size.resolution)))
   rows = paper_tables.size_table(list(scaling.VARIANTS), [float(p) for p in _PHI.value])

@@ -22,10 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Model: a published variant, or the φ formula when variant == "phi". ---
   config.model = ml_collections.ConfigDict()
-  # A family of models.registry (efficientnet, or Table 3's resnet50/152, mobilenetv2/v1)
-  # and one of its sizes; the baselines take EfficientNet's size rows and φ formula.
+  # A family of models.registry and one of its sizes: efficientnet (b0 … b8, l2, or "phi"
+  # for the formula), efficientnetv2 (v2_b0 … v2_b3, v2_s, v2_m, v2_l, v2_xl),
+  # efficientnet_lite (lite0 … lite4), efficientnet_edgetpu (edgetpu_s/m/l), or Table 3's
+  # resnet50/152, mobilenetv2/v1, which take EfficientNet's size rows and φ formula.
   config.model.family = "efficientnet"
-  config.model.variant = "b0"                      # "b0" … "b8", "l2", or "phi"
+  config.model.variant = "b0"
   config.model.phi = config_dict.placeholder(float)
   config.model.alpha = 1.2                         # depth base (variant == "phi")
   config.model.beta = 1.1                          # width base

@@ -18,9 +18,10 @@ from efficientnet_jax.models import scaling
 
 # Block kinds (the Flax module of each is in `blocks.py`, its cost in `costs.py`).
 MBCONV = "mbconv"                            # [1×1 expand] → depthwise k×k → [SE] → 1×1 project
+FUSED_MBCONV = "fused_mbconv"                # k×k expand → [SE] → 1×1 project; e=1: one k×k conv
 DEPTHWISE_SEPARABLE = "depthwise_separable"  # depthwise k×k → 1×1, both activated (MobileNetV1)
 BOTTLENECK = "bottleneck"                    # 1×1 reduce → k×k → 1×1 expand, + shortcut (ResNet)
-BLOCK_KINDS = (MBCONV, DEPTHWISE_SEPARABLE, BOTTLENECK)
+BLOCK_KINDS = (MBCONV, FUSED_MBCONV, DEPTHWISE_SEPARABLE, BOTTLENECK)
 ACTIVATIONS = ("swish", "relu", "relu6")
 STEM_STRIDE = 2
 
@@ -29,9 +30,11 @@ STEM_STRIDE = 2
 class Stage:
   """`repeats` blocks of one kind; only the first strides and changes the channel count.
 
-  `expansion`: MBConv, the expanded width is input channels · expansion; bottleneck, the
-  inner width is out_channels / expansion (4 in ResNet); unused by separable blocks.
+  `expansion`: (Fused-)MBConv, the expanded width is input channels · expansion; bottleneck,
+  the inner width is out_channels / expansion (4 in ResNet); unused by separable blocks.
   `se_ratio`: squeeze-excite to `se_ratio` × the block's *input* channels (0: none).
+  `expanded_from`: if set, the first block expands this (scaled) width instead of its
+  input's (EdgeTPU's first block: 24 · 4 from a 32-channel stem).
   """
 
   block: str
@@ -42,6 +45,7 @@ class Stage:
   repeats: int
   se_ratio: float = 0.0
   activation: str = "swish"
+  expanded_from: int = 0
 
   def __post_init__(self):
     if self.block not in BLOCK_KINDS:
@@ -63,6 +67,9 @@ class Architecture:
   stem_pool: bool = False     # ResNet's 3×3 stride-2 max pool after the stem
   activation: str = "swish"   # of the stem and the head conv
   min_head_width: float = 0.0  # MobileNetV2 never narrows its head below 1280
+  round_limit: float = 0.9     # `scaling.round_filters`: V1's "never 10% down" (V2 base: 0)
+  fixed_stem_head: bool = False    # stem and head widths never scaled (Lite)
+  fixed_end_repeats: bool = False  # the first and last stages never depth-scaled (Lite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Block:
   stride: int
   expand_ratio: int
   in_channels: int
-  mid_channels: int     # MBConv expanded width, bottleneck inner width, or the input width
+  mid_channels: int     # (Fused-)MBConv expanded width, bottleneck inner width, or the input
   out_channels: int
   se_channels: int      # 0: no squeeze-excite
   drop_path_rate: float
@@ -84,13 +91,13 @@ class Block:
 
   @property
   def has_expand_conv(self) -> bool:
-    return self.kind == MBCONV and self.expand_ratio != 1
+    return self.kind in (MBCONV, FUSED_MBCONV) and self.expand_ratio != 1
 
   @property
   def has_residual(self) -> bool:
     if self.kind == BOTTLENECK:
       return True
-    return (self.kind == MBCONV and self.stride == 1
+    return (self.kind in (MBCONV, FUSED_MBCONV) and self.stride == 1
             and self.in_channels == self.out_channels)
 
   @property
@@ -142,31 +149,42 @@ def build(architecture: Architecture, width: float = 1.0, depth: float = 1.0,
   # Validates width/depth ranges with the same messages as named variants.
   scaling.Scaling(width=width, depth=depth, resolution=scaling.BASE_RESOLUTION,
                   dropout_rate=0.0)
-  repeats = [scaling.round_repeats(s.repeats, depth) for s in architecture.stages]
+  last = len(architecture.stages) - 1
+  repeats = [s.repeats if architecture.fixed_end_repeats and i in (0, last)
+             else scaling.round_repeats(s.repeats, depth)
+             for i, s in enumerate(architecture.stages)]
   total = sum(repeats)
+  filters = lambda c: scaling.round_filters(c, width, round_limit=architecture.round_limit)
   blocks: list[Block] = []
-  in_channels = stem_channels = scaling.round_filters(architecture.stem_channels, width)
+  in_channels = stem_channels = (architecture.stem_channels if architecture.fixed_stem_head
+                                 else filters(architecture.stem_channels))
   for stage_index, (stage, n) in enumerate(zip(architecture.stages, repeats)):
-    out_channels = scaling.round_filters(stage.out_channels, width)
+    out_channels = filters(stage.out_channels)
     for j in range(n):
       if stage.block == BOTTLENECK:
-        mid = scaling.round_filters(stage.out_channels // stage.expansion, width)
-      elif stage.block == MBCONV:
-        mid = in_channels * stage.expansion
+        mid = filters(stage.out_channels // stage.expansion)
+      elif stage.block in (MBCONV, FUSED_MBCONV):
+        base = filters(stage.expanded_from) if stage.expanded_from and j == 0 else in_channels
+        mid = base * stage.expansion
       else:
         mid = in_channels
       index = len(blocks)
       blocks.append(Block(
           kind=stage.block, stage=stage_index, index=index, kernel=stage.kernel,
           stride=stage.stride if j == 0 else 1,
-          expand_ratio=stage.expansion if stage.block == MBCONV else 1,
+          expand_ratio=stage.expansion if stage.block in (MBCONV, FUSED_MBCONV) else 1,
           in_channels=in_channels, mid_channels=mid, out_channels=out_channels,
           # Sized from the block's input width, not the expanded one (reference behaviour).
           se_channels=max(1, int(in_channels * stage.se_ratio)) if stage.se_ratio > 0 else 0,
           drop_path_rate=drop_path_rate * index / total,
           activation=stage.activation))
       in_channels = out_channels
-  head = (scaling.round_filters(architecture.head_channels,
-                                max(width, architecture.min_head_width))
-          if architecture.head_channels else 0)
+  if not architecture.head_channels:
+    head = 0
+  elif architecture.fixed_stem_head:
+    head = architecture.head_channels
+  else:
+    head = scaling.round_filters(architecture.head_channels,
+                                 max(width, architecture.min_head_width),
+                                 round_limit=architecture.round_limit)
   return Network(architecture, stem_channels, tuple(blocks), head)

@@ -121,6 +121,32 @@ class MBConv(BlockModule):
     return x
 
 
+class FusedMBConv(BlockModule):
+  """EfficientNetV2's and EdgeTPU's block: the expansion and the depthwise conv fused.
+
+  e≠1: k×k expand (with the stride) → BN → act → [SE] → 1×1 project → BN; e=1: one k×k
+  conv → BN → act (`project_*`, as Keras names it). Residual and drop path as MBConv.
+  """
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    b, o, act = self.block, self.options, self.block.activation
+    x = inputs
+    if b.has_expand_conv:
+      x = o.conv_bn(x, b.mid_channels, "expand", self.train, kernel=b.kernel,
+                    stride=b.stride, activation=act)
+    if b.se_channels:
+      x = SqueezeExcite(b.se_channels, act, dtype=o.dtype, name="se")(x)
+    if b.has_expand_conv:
+      x = o.conv_bn(x, b.out_channels, "project", self.train)
+    else:
+      x = o.conv_bn(x, b.out_channels, "project", self.train, kernel=b.kernel,
+                    stride=b.stride, activation=act)
+    if b.has_residual:
+      x = drop_path(self, x, b.drop_path_rate, self.train) + inputs
+    return x
+
+
 class DepthwiseSeparable(BlockModule):
   """MobileNetV1: depthwise k×k → BN → act → 1×1 → BN → act; no shortcut."""
 
@@ -150,6 +176,7 @@ class Bottleneck(BlockModule):
 
 MODULES: dict[str, type[BlockModule]] = {
     architecture.MBCONV: MBConv,
+    architecture.FUSED_MBCONV: FusedMBConv,
     architecture.DEPTHWISE_SEPARABLE: DepthwiseSeparable,
     architecture.BOTTLENECK: Bottleneck,
 }

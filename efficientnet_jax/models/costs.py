@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from efficientnet_jax.models import architecture
-from efficientnet_jax.models.architecture import BOTTLENECK, MBCONV, Network
+from efficientnet_jax.models.architecture import BOTTLENECK, FUSED_MBCONV, MBCONV, Network
 
 
 def _conv_bn(fan_in: int, out: int) -> int:
@@ -39,9 +39,15 @@ def count_params(network: Network, num_classes: int = 1000) -> int:
       if b.has_projection:
         total += _conv_bn(b.in_channels, b.out_channels)
       continue
-    if b.has_expand_conv:
-      total += _conv_bn(b.in_channels, b.mid_channels)
-    total += _conv_bn(b.kernel**2, b.mid_channels)  # depthwise
+    if b.kind == FUSED_MBCONV and not b.has_expand_conv:  # one k×k conv
+      total += _conv_bn(b.kernel**2 * b.in_channels, b.out_channels)
+      continue
+    if b.kind == FUSED_MBCONV:
+      total += _conv_bn(b.kernel**2 * b.in_channels, b.mid_channels)
+    else:
+      if b.has_expand_conv:
+        total += _conv_bn(b.in_channels, b.mid_channels)
+      total += _conv_bn(b.kernel**2, b.mid_channels)  # depthwise
     if b.se_channels:  # two 1×1 convs with bias
       total += (b.mid_channels + 1) * b.se_channels + (b.se_channels + 1) * b.mid_channels
     total += _conv_bn(b.mid_channels, b.out_channels)
@@ -72,6 +78,12 @@ def multiply_adds(network: Network, resolution: int | tuple[int, int],
       total += h * w * (k2 * mid * mid + mid * b.out_channels)
       if b.has_projection:
         total += h * w * b.in_channels * b.out_channels
+      continue
+    if b.kind == FUSED_MBCONV:  # the k×k conv at the output size, then the 1×1
+      total += h * w * k2 * b.in_channels * (mid if b.has_expand_conv else b.out_channels)
+      if b.has_expand_conv:
+        total += h * w * mid * b.out_channels
+      total += 2 * mid * b.se_channels
       continue
     if b.has_expand_conv:
       total += in_pixels * b.in_channels * mid

@@ -1,8 +1,9 @@
 """Model families and their variants: the one place a model name is resolved.
 
 A family is an architecture (a table in `families/`), its named sizes (width, depth,
-resolution, dropout), whether the φ formula may size it, its default drop-path rate and
-the preprocessing its published weights expect. `config.model.family` picks the family,
+resolution, dropout; a size may have a table of its own, as EfficientNetV2-S does),
+whether the φ formula may size it, its default drop-path rate and the preprocessing its
+published weights expect. `config.model.family` picks the family,
 `config.model.variant` the size ("phi": the paper's formula with config.model.phi/alpha/
 beta/gamma), and config.model.width/depth/resolution/dropout_rate override single values.
 
@@ -17,7 +18,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from efficientnet_jax.models import architecture, scaling
-from efficientnet_jax.models.families import baselines, efficientnet
+from efficientnet_jax.models.families import (baselines, efficientnet, efficientnet_edgetpu,
+                                              efficientnet_lite, efficientnet_v2)
 
 PHI = "phi"  # config.model.variant for sizes from the φ formula
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -46,10 +48,24 @@ class Family:
   preprocessing: Preprocessing = Preprocessing()
   default_variant: str = "b0"
   description: str = ""
+  tables: Mapping[str, architecture.Architecture] = dataclasses.field(default_factory=dict)
+
+  def architecture_of(self, variant: str | None) -> architecture.Architecture:
+    """The table a variant is built from: its own, or the family's scaled."""
+    return self.tables.get(variant, self.architecture)
 
 
 def _families(*families: Family) -> dict[str, Family]:
   return {f.name: f for f in families}
+
+
+def _sizes(**rows: tuple[float, float, int, float]) -> dict[str, scaling.Scaling]:
+  """name=(width, depth, evaluation resolution, dropout)."""
+  return {name: scaling.Scaling(*row) for name, row in rows.items()}
+
+
+# tensorflow/tpu's Lite and EdgeTPU builders normalise with (x - 127) / 128.
+_MOBILE = Preprocessing(mean_rgb=(127.0,) * 3, stddev_rgb=(128.0,) * 3)
 
 
 FAMILIES: dict[str, Family] = _families(
@@ -58,6 +74,25 @@ FAMILIES: dict[str, Family] = _families(
     *(Family(arch.name, arch, scaling.VARIANTS,
              description="Table 3 baseline, sized by EfficientNet's rows and formula")
       for arch in baselines.ARCHITECTURES),
+    Family("efficientnetv2", efficientnet_v2.BASE, _sizes(
+        v2_b0=(1.0, 1.0, 224, 0.2), v2_b1=(1.0, 1.1, 240, 0.2), v2_b2=(1.1, 1.2, 260, 0.3),
+        v2_b3=(1.2, 1.4, 300, 0.3), v2_s=(1.0, 1.0, 384, 0.2), v2_m=(1.0, 1.0, 480, 0.3),
+        v2_l=(1.0, 1.0, 480, 0.4), v2_xl=(1.0, 1.0, 512, 0.4)),
+           compound_scaling=False, drop_path_rate=0.2, default_variant="v2_b0",
+           tables={"v2_s": efficientnet_v2.S, "v2_m": efficientnet_v2.M,
+                   "v2_l": efficientnet_v2.L, "v2_xl": efficientnet_v2.XL},
+           description="EfficientNetV2 B0–B3, S, M, L, XL (Tan & Le, 2021)"),
+    Family("efficientnet_lite", efficientnet_lite.LITE, _sizes(
+        lite0=(1.0, 1.0, 224, 0.2), lite1=(1.0, 1.1, 240, 0.2), lite2=(1.1, 1.2, 260, 0.3),
+        lite3=(1.2, 1.4, 280, 0.3), lite4=(1.4, 1.8, 300, 0.3)),
+           compound_scaling=False, drop_path_rate=0.2, preprocessing=_MOBILE,
+           default_variant="lite0", description="EfficientNet-Lite 0–4 (tensorflow/tpu)"),
+    Family("efficientnet_edgetpu", efficientnet_edgetpu.EDGETPU, _sizes(
+        edgetpu_s=(1.0, 1.0, 224, 0.2), edgetpu_m=(1.0, 1.1, 240, 0.2),
+        edgetpu_l=(1.2, 1.4, 300, 0.2)),
+           compound_scaling=False, drop_path_rate=0.2, preprocessing=_MOBILE,
+           default_variant="edgetpu_s",
+           description="EfficientNet-EdgeTPU S, M, L (tensorflow/tpu)"),
 )
 DEFAULT_FAMILY = "efficientnet"
 
@@ -108,14 +143,23 @@ def scaling_of(model_config: Any) -> scaling.Scaling:
 
 
 def lookup(name: str) -> tuple[Family, str]:
-  """A model name: a variant of the default family ("b3") or a family ("resnet50", at its
+  """A model name: a variant ("b3", "v2_s", "lite0") or a family ("resnet50", at its
   default size). Returns the family and the variant name."""
   if name in FAMILIES:
     return FAMILIES[name], FAMILIES[name].default_variant
-  if name in FAMILIES[DEFAULT_FAMILY].variants:
-    return FAMILIES[DEFAULT_FAMILY], name
-  raise ValueError(f"unknown model {name!r}; known: "
-                   f"{', '.join([*FAMILIES[DEFAULT_FAMILY].variants, *FAMILIES])}")
+  for f in FAMILIES.values():  # the default family first: baselines share its size names
+    if name in f.variants:
+      return f, name
+  raise ValueError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+
+
+def model_names() -> list[str]:
+  """Every name `lookup` resolves: each family's variants, then the baseline families."""
+  names = [v for f in FAMILIES.values() if f.variants is not scaling.VARIANTS
+           for v in f.variants]
+  return [*scaling.VARIANTS, *names,
+          *(f.name for f in FAMILIES.values() if f.variants is scaling.VARIANTS
+            and f.name != DEFAULT_FAMILY)]
 
 
 def drop_path_rate_of(model_config: Any) -> float:
@@ -124,18 +168,20 @@ def drop_path_rate_of(model_config: Any) -> float:
 
 
 def build(family_name: str = DEFAULT_FAMILY, width: float = 1.0, depth: float = 1.0,
-          drop_path_rate: float | None = None) -> architecture.Network:
-  """The family's architecture scaled by `width` and `depth` (drop path: its default)."""
+          drop_path_rate: float | None = None, variant: str | None = None
+          ) -> architecture.Network:
+  """The family's architecture (the variant's own table if it has one) scaled by `width`
+  and `depth`; drop path: the family's default unless given."""
   f = family(family_name)
   rate = f.drop_path_rate if drop_path_rate is None else drop_path_rate
-  return architecture.build(f.architecture, width, depth, rate)
+  return architecture.build(f.architecture_of(variant), width, depth, rate)
 
 
 def network_of(model_config: Any) -> architecture.Network:
   """The scaled block list a `config.model` describes (nothing is built in Flax)."""
   size = scaling_of(model_config)
   return build(family_of(model_config).name, size.width, size.depth,
-               drop_path_rate_of(model_config))
+               drop_path_rate_of(model_config), variant=model_config.variant)
 
 
 def variant_network(name: str, family_name: str = DEFAULT_FAMILY) -> architecture.Network:
@@ -144,7 +190,7 @@ def variant_network(name: str, family_name: str = DEFAULT_FAMILY) -> architectur
   if size is None:
     raise ValueError(f"unknown {family_name} variant {name!r}; known: "
                      f"{', '.join(family(family_name).variants)}")
-  return build(family_name, size.width, size.depth)
+  return build(family_name, size.width, size.depth, variant=name)
 
 
 def infer_variant(stem_channels: int, head_channels: int, num_blocks: int,

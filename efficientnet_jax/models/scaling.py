@@ -118,11 +118,16 @@ def round_resolution(resolution: float, multiple: int) -> int:
   return max(multiple, int(round(resolution / multiple)) * multiple)
 
 
-def round_filters(channels: int, width: float, divisor: int = 8) -> int:
-  """Scale a channel count by `width` and round to a multiple of `divisor` (reference rule)."""
+def round_filters(channels: int, width: float, divisor: int = 8,
+                  round_limit: float = 0.9) -> int:
+  """Scale a channel count by `width` and round to a multiple of `divisor` (reference rule).
+
+  A result below `round_limit` × the scaled count is raised by one `divisor`: V1 never rounds
+  down by more than 10% (0.9); EfficientNetV2's B0–B3 have no such rule (0).
+  """
   scaled = channels * width
   rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-  if rounded < 0.9 * scaled:  # never round down by more than 10%
+  if rounded < round_limit * scaled:
     rounded += divisor
   return int(rounded)
 

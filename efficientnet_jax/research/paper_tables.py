@@ -38,16 +38,19 @@ PAPER_TABLE2 = {
 }
 
 TABLE1_HEADER = ("stage", "operator", "resolution", "channels", "layers")
+_OPERATORS = {architecture.MBCONV: "MBConv", architecture.FUSED_MBCONV: "Fused-MBConv",
+              architecture.DEPTHWISE_SEPARABLE: "DWConv", architecture.BOTTLENECK: "Bottleneck"}
 
 
 def architecture_table(network: architecture.Network, resolution: int) -> list[tuple]:
   """Table 1 for any scaled network: one row per stage, input resolution of each."""
-  rows = [(1, "Conv3x3", f"{resolution}x{resolution}", network.stem_channels, 1)]
+  k = network.architecture.stem_kernel
+  rows = [(1, f"Conv{k}x{k}", f"{resolution}x{resolution}", network.stem_channels, 1)]
   size = -(-resolution // architecture.STEM_STRIDE)
   for stage in range(network.num_stages):
     blocks = [b for b in network.blocks if b.stage == stage]
     first = blocks[0]
-    operator = f"MBConv{first.expand_ratio}, k{first.kernel}x{first.kernel}"
+    operator = f"{_OPERATORS[first.kind]}{first.expand_ratio}, k{first.kernel}x{first.kernel}"
     rows.append((stage + 2, operator, f"{size}x{size}", first.out_channels, len(blocks)))
     size = -(-size // first.stride)
   rows.append((network.num_stages + 2, "Conv1x1 & Pooling & FC", f"{size}x{size}",

@@ -74,7 +74,7 @@ class WeightsInfo:
 
   @property
   def network(self) -> architecture.Network:
-    return registry.build(self.family, self.width, self.depth)
+    return registry.build(self.family, self.width, self.depth, variant=self.variant)
 
   def model(self, **overrides: Any) -> convnet.ConvNet:
     """Our model with these settings; `overrides` set other ConvNet attributes
