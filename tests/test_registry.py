@@ -86,3 +86,27 @@ def test_every_family_round_trips_through_the_weights_directory(family, variant,
   again = defaults.get_config()
   loaded_info.update_config(again)
   assert registry.network_of(again.model) == model.network
+
+
+@pytest.mark.parametrize("family", list(registry.FAMILIES))
+def test_backbone_features_match_their_description(family):
+  """Every family as a backbone at an odd resolution: the maps' shapes, channels and
+  strides are what `feature_info` says without running, and the pre-pool map pooled is
+  the classifier's input."""
+  f = registry.FAMILIES[family]
+  network = registry.build(family, 0.25, 0.25, variant=f.default_variant)
+  model = convnet.ConvNet(network, num_classes=0, depthwise_impl="xla")
+  x = jax.random.normal(jax.random.key(0), (2, 45, 53, 3))
+
+  @jax.jit
+  def run(x):
+    variables = model.init(jax.random.key(1), x)
+    return model.apply(variables, x, return_features=True)
+
+  pooled, maps = run(x)
+  info = architecture.feature_info(network)
+  assert set(maps) == {i.name for i in info}  # (a dict through jit: keys sorted)
+  assert [i.stride for i in info[:-1]] == [2, 4, 8, 16, 32]
+  for i in info:
+    assert maps[i.name].shape == (2, -(-45 // i.stride), -(-53 // i.stride), i.channels), i
+  np.testing.assert_allclose(jnp.mean(maps["pre_pool"], axis=(1, 2)), pooled, rtol=1e-6)

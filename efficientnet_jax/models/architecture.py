@@ -137,6 +137,33 @@ class Network:
             for s in range(self.num_stages)]
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+  """One feature map the backbone API returns: its name, stride and channels."""
+
+  name: str      # "stride_2" … "stride_32", or "pre_pool"
+  stride: int    # input pixels per feature-map pixel (SAME padding: ceil division)
+  channels: int
+
+
+def feature_info(network: Network) -> tuple[FeatureInfo, ...]:
+  """What `ConvNet(..., return_features=True)` returns, without running anything.
+
+  For each reduction the last map at that stride (the stem's output for stride 2 when the
+  first stage strides again, as in ResNet; a stage's last block otherwise), as timm's
+  `features_only` and tensorflow/tpu's `reduction_i` endpoints; then "pre_pool", the map
+  the classifier pools (the head conv's output, or the last block's).
+  """
+  pool = 2 if network.architecture.stem_pool else 1
+  maps = {STEM_STRIDE: network.stem_channels}
+  stride = STEM_STRIDE * pool
+  for b in network.blocks:
+    stride *= b.stride
+    maps[stride] = b.out_channels
+  return (*(FeatureInfo(f"stride_{s}", s, c) for s, c in maps.items()),
+          FeatureInfo("pre_pool", stride, network.features))
+
+
 def build(architecture: Architecture, width: float = 1.0, depth: float = 1.0,
           drop_path_rate: float = 0.0) -> Network:
   """`architecture` with channels scaled by `width` and stage repeats by `depth`.

@@ -55,7 +55,11 @@ class ConvNet(nn.Module):
   bn_axis_index_groups: Sequence[Sequence[int]] | None = None
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, train: bool = False, return_features: bool = False
+               ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits (pooled features with num_classes=0); with `return_features`, also the
+    feature maps `architecture.feature_info(self.network)` describes, by name (a
+    detection or segmentation backbone's multi-scale outputs)."""
     net, arch = self.network, self.network.architecture
     _check_input(images, net.total_stride)
     options = blocks.LayerOptions(
@@ -65,19 +69,27 @@ class ConvNet(nn.Module):
     x = options.conv_bn(images.astype(self.dtype), net.stem_channels, "stem", train,
                         kernel=arch.stem_kernel, stride=architecture.STEM_STRIDE,
                         activation=arch.activation)
+    maps, stride = {architecture.STEM_STRIDE: x}, architecture.STEM_STRIDE
     if arch.stem_pool:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      stride *= 2
     for block in net.blocks:
       module = blocks.MODULES[block.kind](block, options, train, name=f"blocks_{block.index}")
       x = remat_call(module, x, self.remat_policy) if self.remat else module(x)
+      stride *= block.stride
+      maps[stride] = x  # the last map at each stride is kept
     if net.head_channels:
       x = options.conv_bn(x, net.head_channels, "head", train, activation=arch.activation)
-    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes == 0:
-      return features
-    features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    return nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=layers.dense_kernel_init,
-                    name="classifier")(features)
+      out = pooled
+    else:
+      out = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
+      out = nn.Dense(self.num_classes, dtype=jnp.float32,
+                     kernel_init=layers.dense_kernel_init, name="classifier")(out)
+    if not return_features:
+      return out
+    return out, {**{f"stride_{s}": m for s, m in maps.items()}, "pre_pool": x}
 
 
 def remat_call(block: nn.Module, x: jax.Array, policy: str) -> jax.Array:
