@@ -1,7 +1,8 @@
 """timm state dicts → ours: logit parity with timm itself, conventions, and strictness.
 
-Parity: timm's tf_efficientnet_b0, tf_efficientnet_b3 and efficientnet_b0 (native), built
-with pretrained=False, are given non-trivial BatchNorm values (random gamma/beta, running
+Parity: timm's tf_efficientnet_b0, tf_efficientnet_b3 and efficientnet_b0 (native), and of
+the other families tf_efficientnetv2_b0/s, tf_efficientnet_lite0, efficientnet_lite0 and
+tf_efficientnet_es, built with pretrained=False, are given non-trivial BatchNorm values (random gamma/beta, running
 statistics of a real batch), random SE/classifier biases, saved as safetensors, converted
 and run on 2 random images: timm's eval-mode logits against ours within 1e-4 absolute,
 float32. Resolutions: each at its native size (224×224, b3 300×300) and at an odd one:
@@ -15,6 +16,7 @@ triton, which segfaults a process that has already loaded TensorFlow (as the res
 suite does). This process only reads the files and, for `.pth`, calls torch.load.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -33,16 +35,31 @@ CASES = {  # timm name → resolutions (H, W)
     "tf_efficientnet_b0": [(224, 224), (225, 257)],
     "efficientnet_b0": [(224, 224), (225, 257)],
     "tf_efficientnet_b3": [(300, 300), (130, 97)],
+    # The other families: Fused-MBConv (ConvBnAct and EdgeResidual), no-SE, ReLU/ReLU6.
+    "tf_efficientnetv2_b0": [(224, 224), (225, 257)],
+    "tf_efficientnet_lite0": [(224, 224), (225, 257)],
+    "efficientnet_lite0": [(224, 224), (225, 257)],
+    "tf_efficientnet_es": [(224, 224), (225, 257)],
+    "tf_efficientnetv2_s": [(384, 384), (129, 97)],  # residual ConvBnAct, SE, round_limit 0.9
 }
+OUR_VARIANT = {"tf_efficientnet_b0": "b0", "efficientnet_b0": "b0", "tf_efficientnet_b3": "b3",
+               "tf_efficientnetv2_b0": "v2_b0", "tf_efficientnet_lite0": "lite0",
+               "efficientnet_lite0": "lite0", "tf_efficientnet_es": "edgetpu_s",
+               "tf_efficientnetv2_s": "v2_s"}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make_reference(out: str) -> None:
   """Child process: randomised timm models → safetensors, images and timm's logits."""
+  import json
   import torch
   import timm
   from safetensors.torch import save_file
+  configs = {}
   for seed, (name, sizes) in enumerate(CASES.items()):
+    cfg = timm.models.get_pretrained_cfg(name)  # how timm evaluates the published weights
+    configs[name] = {"mean": cfg.mean, "std": cfg.std, "crop_pct": cfg.crop_pct,
+                     "size": (cfg.test_input_size or cfg.input_size)[1]}
     model = _randomised_timm(torch, timm, name, seed, sizes[0])
     save_file(model.state_dict(), os.path.join(out, f"{name}.safetensors"))
     rng = np.random.default_rng(seed)
@@ -57,6 +74,8 @@ def make_reference(out: str) -> None:
       torch.save(model.state_dict(), os.path.join(out, "b3.pth"))
       torch.save({"state_dict": model.state_dict(), "epoch": 3},
                  os.path.join(out, "train.pth.tar"))
+  with open(os.path.join(out, "pretrained_cfgs.json"), "w") as f:
+    json.dump(configs, f)
 
 
 def _randomised_timm(torch, timm, name, seed, size):
@@ -69,8 +88,8 @@ def _randomised_timm(torch, timm, name, seed, size):
   gen = torch.Generator().manual_seed(seed)
   small = set()
   for block in model.blocks.modules():
-    if getattr(block, "has_skip", False):
-      small.add(block.bn3 if hasattr(block, "bn3") else block.bn2)
+    if getattr(block, "has_skip", False):  # the BN closing the residual branch
+      small.add(getattr(block, "bn3", None) or getattr(block, "bn2", None) or block.bn1)
   with torch.no_grad():
     for module in model.modules():
       if isinstance(module, torch.nn.BatchNorm2d):
@@ -108,7 +127,13 @@ def our_logits(variables, info, images):
 @pytest.mark.parametrize("name", list(CASES))
 def test_logits_match_timm(name, reference):
   variables, info = convert_timm.convert(reference / f"{name}.safetensors", timm_name=name)
-  assert info.variant == name[-2:] and info.num_classes == 1000
+  assert info.variant == OUR_VARIANT[name] and info.num_classes == 1000
+  # The recorded preprocessing is timm's own evaluation setting for these weights.
+  cfg = json.loads((reference / "pretrained_cfgs.json").read_text())[name]
+  np.testing.assert_allclose(info.mean_rgb, np.array(cfg["mean"]) * 255, rtol=1e-6)
+  np.testing.assert_allclose(info.stddev_rgb, np.array(cfg["std"]) * 255, rtol=1e-6)
+  crop = info.crop_fraction or info.resolution / (info.resolution + info.crop_padding)
+  assert (info.resolution, round(crop, 3)) == (cfg["size"], round(cfg["crop_pct"], 3))
   tf_port = name.startswith("tf_")
   assert (info.padding, info.bn_epsilon) == (("same", 1e-3) if tf_port else ("symmetric", 1e-5))
   arrays = np.load(reference / f"{name}.npz")
@@ -187,7 +212,7 @@ def test_bad_names_are_refused(reference):
   path = reference / "tf_efficientnet_b0.safetensors"
   with pytest.raises(ValueError, match="variant='b1' contradicts timm_name"):
     convert_timm.convert(path, variant="b1", timm_name="tf_efficientnet_b0")
-  with pytest.raises(ValueError, match="not a timm EfficientNet B0–B8/L2 name"):
-    convert_timm.convert(path, timm_name="tf_efficientnetv2_s")
+  with pytest.raises(ValueError, match="not a timm EfficientNet name this converter knows"):
+    convert_timm.convert(path, timm_name="efficientnetv2_rw_s")  # timm's own V2 variant
   with pytest.raises(ValueError, match="missing source tensor blocks.1.2.conv_pw.weight"):
     convert_timm.convert(path, variant="b1")  # b1 has one more block per stage

@@ -184,8 +184,13 @@ def network_of(model_config: Any) -> architecture.Network:
                drop_path_rate_of(model_config), variant=model_config.variant)
 
 
-def variant_network(name: str, family_name: str = DEFAULT_FAMILY) -> architecture.Network:
-  """The block list of a published variant, e.g. variant_network("b3")."""
+def variant_network(name: str, family_name: str | None = None) -> architecture.Network:
+  """The block list of a published variant, e.g. variant_network("b3") or ("v2_s").
+
+  `family_name` None: the family `lookup(name)` finds.
+  """
+  if family_name is None:
+    family_name = lookup(name)[0].name
   size = family(family_name).variants.get(name)
   if size is None:
     raise ValueError(f"unknown {family_name} variant {name!r}; known: "
@@ -194,15 +199,31 @@ def variant_network(name: str, family_name: str = DEFAULT_FAMILY) -> architectur
 
 
 def infer_variant(stem_channels: int, head_channels: int, num_blocks: int,
-                  family_name: str = DEFAULT_FAMILY) -> str:
+                  family_name: str | None = DEFAULT_FAMILY,
+                  squeeze_excite: bool | None = None) -> str:
   """The published variant with this stem width, head width and block count.
 
-  What every converter asks when the weights file does not name its variant.
+  What every converter asks when the weights file does not name its variant. Searches
+  `family_name`'s variants, or every family's (not the baselines, which have no published
+  weights) with None; `squeeze_excite` tells apart sizes that differ only by it (B0 and
+  Lite0 have the same stem, head and block count).
   """
   found = (stem_channels, head_channels, num_blocks)
-  for name in family(family_name).variants:
-    network = variant_network(name, family_name)
-    if (network.stem_channels, network.head_channels, len(network.blocks)) == found:
-      return name
+  families = ([family(family_name)] if family_name else
+              [f for f in FAMILIES.values()
+               if f.variants is not scaling.VARIANTS or f.name == DEFAULT_FAMILY])
+  matches = []
+  for f in families:
+    for name in f.variants:
+      network = variant_network(name, f.name)
+      has_se = any(b.se_channels for b in network.blocks)
+      if (network.stem_channels, network.head_channels, len(network.blocks)) == found and (
+          squeeze_excite is None or squeeze_excite == has_se):
+        matches.append(name)
+  if len(matches) == 1:
+    return matches[0]
+  if matches:
+    raise ValueError(f"stem width {found[0]}, head width {found[1]} and {found[2]} blocks fit "
+                     f"{', '.join(matches)}; name the variant")
   raise ValueError(f"no EfficientNet variant has stem width {found[0]}, head width "
                    f"{found[1]} and {found[2]} blocks")

@@ -123,9 +123,13 @@ def torch_conv(kernel: np.ndarray) -> np.ndarray:
 
 
 def choose_variant(variant: str | None, shapes: Callable[[], tuple[int, int, int]],
-                   named: str | None = None, naming: str = "") -> str:
+                   named: str | None = None, naming: str = "",
+                   family_name: str | None = registry.DEFAULT_FAMILY,
+                   squeeze_excite: bool | None = None) -> str:
   """The variant to convert: `variant`, else `named` (what the source's name says), else
-  the one with the source's (stem width, head width, block count), which `shapes` reads.
+  the one with the source's (stem width, head width, block count), which `shapes` reads,
+  among `family_name`'s variants (None: every family's; `squeeze_excite` as in
+  `registry.infer_variant`).
 
   `naming` says where `named` came from, for the error when it contradicts `variant`.
   """
@@ -133,7 +137,8 @@ def choose_variant(variant: str | None, shapes: Callable[[], tuple[int, int, int
     raise ValueError(f"variant={variant!r} contradicts {naming}")
   if variant or named:
     return (variant or named).lower()  # type: ignore[union-attr]
-  return registry.infer_variant(*shapes())
+  return registry.infer_variant(*shapes(), family_name=family_name,
+                                squeeze_excite=squeeze_excite)
 
 
 def variable_shapes(network: architecture.Network, num_classes: int) -> dict[str, strict.Shape]:
@@ -156,7 +161,8 @@ def published_info(variant: str, num_classes: int, convention: Convention,
   unless `mean_rgb`/`stddev_rgb` are given; padding, bn_epsilon, resolution and
   crop_fraction override what the source implies.
   """
-  size = registry.family(registry.DEFAULT_FAMILY).variants[variant]
+  family, _ = registry.lookup(variant)
+  size = family.variants[variant]
   if mean_rgb is None or stddev_rgb is None:
     mean_rgb, stddev_rgb = ((weights_directory.ADVPROP_MEAN_RGB,
                              weights_directory.ADVPROP_STDDEV_RGB) if advprop else
@@ -169,4 +175,4 @@ def published_info(variant: str, num_classes: int, convention: Convention,
       dropout_rate=size.dropout_rate,
       resolution=size.resolution if resolution is None else resolution,
       crop_padding=weights_directory.CROP_PADDING, crop_fraction=crop_fraction,
-      mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, source=dict(source))
+      mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, source=dict(source), family=family.name)

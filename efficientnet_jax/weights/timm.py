@@ -1,18 +1,20 @@
-"""timm EfficientNet B0–B8/L2 state dicts → our variables.
+"""timm EfficientNet state dicts → our variables: V1 B0–B8/L2, V2, Lite and EdgeTPU.
 
 Reads `.safetensors` with the safetensors package alone (numpy, no torch) and
 `.pth`/`.pt`/`.bin` with `torch.load(weights_only=True)`. Names (timm 1.0):
 `conv_stem`, `bn1`, `blocks.S.B.*`, `conv_head`, `bn2`, `classifier`; a block with expansion
 6 (timm's InvertedResidual) has `conv_pw, bn1, conv_dw, bn2, se.conv_reduce, se.conv_expand,
 conv_pwl, bn3`, one with expansion 1 (DepthwiseSeparableConv) `conv_dw, bn1, se.*, conv_pw,
-bn2`. Convolutions OIHW → HWIO (depthwise (C,1,k,k) → (k,k,1,C) by the same transpose),
-Linear (out,in) → (in,out).
+bn2`; Fused-MBConv blocks are EdgeResidual (`conv_exp, bn1, se.*, conv_pwl, bn2`) or, with
+expansion 1, ConvBnAct (`conv, bn1`). Convolutions OIHW → HWIO (depthwise (C,1,k,k) →
+(k,k,1,C) by the same transpose), Linear (out,in) → (in,out).
 
 The tensors do not say how the network was run, the model name does:
 * `tf_efficientnet_*` (ports of the TF checkpoints): TF 'same' padding, BN epsilon 1e-3;
 * `efficientnet_*` (trained in PyTorch by timm): symmetric padding, BN epsilon 1e-5.
 Without a name the TF convention is assumed (most timm EfficientNet weights are TF ports)
-and a warning says so.
+and a warning says so. Names: `[tf_]efficientnet_bN|l2|liteN|es|em|el`,
+`tf_efficientnetv2_bN|s|m|l|xl` (ours: bN, liteN, edgetpu_s/m/l, v2_bN, v2_s …).
 
 Recorded preprocessing: the reference's (the variant's resolution, center crop with
 padding 32, bicubic, ImageNet mean/std; mean = std = 127.5 for AdvProp names, `*_ap` or
@@ -66,9 +68,11 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   """
   name_variant, convention = _parse_name(timm_name)
   source = _read_state_dict(path)
-  variant = converters.choose_variant(variant, lambda: _shapes(source), named=name_variant,
-                                      naming=f"timm_name={timm_name!r}")
+  variant = converters.choose_variant(
+      variant, lambda: _shapes(source), named=name_variant, naming=f"timm_name={timm_name!r}",
+      family_name=None, squeeze_excite=any(".se.conv_reduce." in n for n in source))
   network = registry.variant_network(variant)
+  mean_rgb, stddev_rgb, crop_fraction = _preprocessing(variant, convention, crop_fraction)
   num_classes = int(np.shape(source["classifier.weight"])[0]) \
       if "classifier.weight" in source else 0
   if timm_name is None and padding is None and bn_epsilon is None:
@@ -80,8 +84,9 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       variant, num_classes, CONVENTIONS[convention],
       {"format": "timm", "file": os.path.abspath(os.fspath(path)),
        "timm_name": timm_name or ""},
-      advprop=advprop, padding=padding, bn_epsilon=bn_epsilon, resolution=resolution,
-      crop_fraction=crop_fraction)
+      advprop=advprop, mean_rgb=None if advprop else mean_rgb,
+      stddev_rgb=None if advprop else stddev_rgb, padding=padding, bn_epsilon=bn_epsilon,
+      resolution=resolution, crop_fraction=crop_fraction)
   ignored = {n: "PyTorch BatchNorm's update counter; no effect on outputs"
              for n in source if n.endswith(".num_batches_tracked")}
   flat = strict.assign(converters.variable_shapes(network, num_classes), source,
@@ -121,7 +126,12 @@ def rules(network: architecture.Network, num_classes: int) -> dict[str, strict.R
   for b in network.blocks:
     first_of_stage.setdefault(b.stage, b.index)
     p, q = f"blocks.{b.stage}.{b.index - first_of_stage[b.stage]}.", f"blocks_{b.index}/"
-    if not b.has_expand_conv:  # DepthwiseSeparableConv: no expansion, conv_pw projects
+    if b.kind == architecture.FUSED_MBCONV and not b.has_expand_conv:  # ConvBnAct
+      names = {"conv": "project_conv", "bn1": "project_bn"}
+    elif b.kind == architecture.FUSED_MBCONV:  # EdgeResidual
+      names = {"conv_exp": "expand_conv", "bn1": "expand_bn", "conv_pwl": "project_conv",
+               "bn2": "project_bn"}
+    elif not b.has_expand_conv:  # DepthwiseSeparableConv: no expansion, conv_pw projects
       names = {"conv_dw": "depthwise_conv", "bn1": "depthwise_bn", "conv_pw": "project_conv",
                "bn2": "project_bn"}
     else:
@@ -152,11 +162,39 @@ def _shapes(source: dict[str, np.ndarray]) -> tuple[int, int, int]:
 
 
 def _parse_name(timm_name: str | None) -> tuple[str | None, str]:
-  """(variant or None, convention prefix) of a timm model name."""
+  """(our variant or None, convention prefix) of a timm model name."""
   if timm_name is None:
     return None, DEFAULT_CONVENTION
-  m = re.fullmatch(r"(tf_efficientnet_|efficientnet_)(b\d|l2)(_\w+)?(\.\w+)?", timm_name)
+  m = (re.fullmatch(r"(tf_efficientnet_|efficientnet_)(b\d|l2|lite\d|e[sml])(_\w+)?(\.\w+)?",
+                    timm_name) or
+       re.fullmatch(r"(tf_)efficientnetv2_(b\d|s|m|l|xl)()(\.\w+)?", timm_name))
   if not m:
-    raise ValueError(f"timm_name={timm_name!r} is not a timm EfficientNet B0–B8/L2 name "
-                     "(tf_efficientnet_bN[...] or efficientnet_bN[...])")
-  return m.group(2), m.group(1)
+    raise ValueError(f"timm_name={timm_name!r} is not a timm EfficientNet name this "
+                     "converter knows: tf_efficientnet_/efficientnet_ bN, l2, liteN, es, em, "
+                     "el, or tf_efficientnetv2_ bN, s, m, l, xl")
+  name = m.group(2)
+  if timm_name.startswith("tf_efficientnetv2_"):
+    return f"v2_{name}", "tf_efficientnet_"
+  if re.fullmatch(r"e[sml]", name):
+    return f"edgetpu_{name[1]}", m.group(1)
+  return name, m.group(1)
+
+
+def _preprocessing(variant: str, convention: str, crop_fraction: float | None
+                   ) -> tuple[tuple[float, ...], tuple[float, ...], float | None]:
+  """(mean, std, crop fraction) timm evaluates a port with (its pretrained configs).
+
+  The TF ports of Lite, EdgeTPU and V2-S/M/L/XL take inputs in [-1, 1] (mean = std =
+  127.5), and V2-S/M/L/XL the whole image (crop 1.0); everything else ImageNet's mean and
+  std with the reference crop. An explicit crop_fraction wins.
+  """
+  family, _ = registry.lookup(variant)
+  tf_port = convention == "tf_efficientnet_"
+  big_v2 = variant in ("v2_s", "v2_m", "v2_l", "v2_xl")
+  if tf_port and (family.name in ("efficientnet_lite", "efficientnet_edgetpu") or big_v2):
+    mean, std = weights_directory.ADVPROP_MEAN_RGB, weights_directory.ADVPROP_STDDEV_RGB
+  else:
+    mean, std = weights_directory.IMAGENET_MEAN_RGB, weights_directory.IMAGENET_STDDEV_RGB
+  if crop_fraction is None and big_v2:
+    crop_fraction = 1.0
+  return mean, std, crop_fraction
