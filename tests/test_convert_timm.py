@@ -2,9 +2,9 @@
 
 Parity: timm's tf_efficientnet_b0, tf_efficientnet_b3 and efficientnet_b0 (native), and of
 the other families tf_efficientnetv2_b0/s, tf_efficientnet_lite0, efficientnet_lite0 and
-tf_efficientnet_es, built with pretrained=False, are given non-trivial BatchNorm values (random gamma/beta, running
-statistics of a real batch), random SE/classifier biases, saved as safetensors, converted
-and run on 2 random images: timm's eval-mode logits against ours within 1e-4 absolute,
+tf_efficientnet_es, built with pretrained=False, are given non-trivial BatchNorm values
+(random gamma/beta, running statistics of a real batch), random SE/classifier biases,
+saved as safetensors, converted and run on 2 random images: timm's eval-mode logits against ours within 1e-4 absolute,
 float32. Resolutions: each at its native size (224×224, b3 300×300) and at an odd one:
 b0 at 225×257 (odd height and width), b3 at 130×97 (even height, odd width: both padding
 cases in one run). At even sizes 'same' and 'symmetric' padding differ, which
