@@ -79,6 +79,11 @@ def tiny_config(data_dir, **overrides):
   config.eval_every_epochs = 1000.0  # only at the end
   config.eval_batch_size = 64
   config.input.shuffle_buffer = 256
+  return with_overrides(config, **overrides)
+
+
+def with_overrides(config, **overrides):
+  """`config` with values set by dotted key ("optimizer.name"="sgd" as a ** argument)."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")

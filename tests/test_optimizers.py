@@ -11,19 +11,13 @@ import tensorflow as tf
 
 from efficientnet_jax.config import defaults
 from efficientnet_jax.training import optimizers
+from conftest import with_overrides
 
 STEPS_PER_EPOCH = 1281167 / 4096  # ImageNet at the paper's batch
 
 
 def _config(**overrides):
-  config = defaults.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return with_overrides(defaults.get_config(), **overrides)
 
 
 def _tf_reference_lr(steps, peak, steps_per_epoch, warmup_epochs=5, decay_epochs=2.4,
