@@ -7,6 +7,7 @@ import pytest
 from efficientnet_jax.models import (architecture, blocks, convnet, costs, layers, registry,
                                      scaling)
 from efficientnet_jax.training import metrics_log, trainer
+from efficientnet_jax.weights import weights_directory
 from conftest import tiny_config
 
 # Trainable parameters with 1000 classes, as timm 1.0.31 builds tf_efficientnetv2_*,
@@ -90,7 +91,7 @@ def test_multiply_adds_beside_the_published_ones():
   for name, paper in published.items():
     family, variant = registry.lookup(name)
     ours = costs.multiply_adds(registry.variant_network(variant, family.name),
-                               family.variants[variant].resolution)
+                               family.variants[variant].eval_size)
     print(f"{name}: {ours / 1e9:.3f}B multiply-adds, paper {paper / 1e9:g}B "
           f"({100 * (ours / paper - 1):+.1f}%)")
     assert abs(ours / paper - 1) < 0.07, name
@@ -109,3 +110,28 @@ def test_new_families_train_on_digits(data_dir, tmp_path, family, variant):
   losses = [r["loss"] for r in metrics_log.read(str(tmp_path)) if "loss" in r]
   assert len(losses) == 3 and losses[-1] < losses[0], losses
   assert results["eval_num_examples"] == 360
+
+
+def test_training_and_evaluation_sizes_are_separate(data_dir, tmp_path):
+  """V2 trains smaller than it evaluates: each pipeline makes its own size and the saved
+  weights record both; config.model.resolution alone sets both; neither: the variant's."""
+  config = tiny_config(data_dir, **{"model.family": "efficientnetv2", "model.variant": "v2_s",
+                                    "model.resolution": 32, "model.eval_resolution": 40})
+  with trainer._Run(config, str(tmp_path), None) as run:
+    train_images = next(run.train_batches)["image"]
+    eval_images = next(run.evaluator.dataset()[0].as_numpy_iterator())["image"]
+  assert train_images.shape[1:3] == (32, 32) and eval_images.shape[1:3] == (40, 40)
+  info = weights_directory.WeightsInfo.from_config(config, 10, {})
+  assert (info.resolution, info.train_resolution) == (40, 32)
+  config.model.eval_resolution = None
+  assert registry.scaling_of(config.model).eval_size == 32  # resolution alone sets both
+  config.model.resolution = None
+  size = registry.scaling_of(config.model)
+  assert (size.resolution, size.eval_size) == (300, 384)  # V2-S's published sizes
+  sizes = {v: (s.resolution, s.eval_size)
+           for v, s in registry.family("efficientnetv2").variants.items()}
+  assert sizes == {"v2_b0": (192, 224), "v2_b1": (192, 240), "v2_b2": (208, 260),
+                   "v2_b3": (240, 300), "v2_s": (300, 384), "v2_m": (384, 480),
+                   "v2_l": (384, 480), "v2_xl": (384, 512)}
+  v1 = tiny_config(data_dir, **{"model.resolution": 48})
+  assert registry.scaling_of(v1.model).eval_size == 48  # one size stays one size

@@ -48,7 +48,8 @@ def test_the_flax_module_creates_what_the_cost_model_counts(family):
   config = model_config(family, registry.FAMILIES[family].default_variant)
   config.model.num_classes = 7
   model, size = convnet.create(config.model)
-  assert size.resolution == 224
+  assert size.eval_size == 224  # every default variant evaluates at 224; V2-B0 trains at 192
+  assert size.resolution == (192 if family == "efficientnetv2" else 224)
   assert costs.count_module_params(model, 64) == costs.count_params(model.network, 7)
 
 
@@ -86,6 +87,8 @@ def test_every_family_round_trips_through_the_weights_directory(family, variant,
   again = defaults.get_config()
   loaded_info.update_config(again)
   assert registry.network_of(again.model) == model.network
+  size = registry.scaling_of(again.model)
+  assert (size.resolution, size.eval_size) == (info.train_resolution, info.resolution)
 
 
 @pytest.mark.parametrize("family", list(registry.FAMILIES))

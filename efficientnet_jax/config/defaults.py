@@ -36,7 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Overrides of the variant's row; None keeps the published/derived value.
   config.model.width = config_dict.placeholder(float)
   config.model.depth = config_dict.placeholder(float)
+  # Training size; it sets the evaluation size too unless eval_resolution is given. With
+  # neither, the variant's own (EfficientNetV2-S: trains at 300, evaluates at 384).
   config.model.resolution = config_dict.placeholder(int)
+  config.model.eval_resolution = config_dict.placeholder(int)
   config.model.dropout_rate = config_dict.placeholder(float)
   config.model.drop_path_rate = config_dict.placeholder(float)  # None: the family's (0.2, 0)
   config.model.num_classes = config_dict.placeholder(int)  # None: the dataset's
@@ -45,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"                   # compute dtype: float32 | bfloat16
   config.model.remat = False                       # recompute blocks in the backward pass
   config.model.remat_policy = "full"               # with remat: "full" | "save_conv"
-  config.model.bn_momentum = 0.99
+  config.model.bn_momentum = config_dict.placeholder(float)  # None: the family's (0.99; V2 0.9)
   config.model.bn_epsilon = 1e-3
 
   # --- Data. ---

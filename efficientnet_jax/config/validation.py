@@ -40,6 +40,9 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "model.resolution": ((int, type(None)),
                          lambda v: v is None or v >= scaling.MIN_RESOLUTION,
                          f">= the total stride {scaling.MIN_RESOLUTION}"),
+    "model.eval_resolution": ((int, type(None)),
+                              lambda v: v is None or v >= scaling.MIN_RESOLUTION,
+                              f">= the total stride {scaling.MIN_RESOLUTION}"),
     "model.dropout_rate": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
                            "in [0, 1)"),
     "model.drop_path_rate": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
@@ -54,7 +57,8 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "finetune.freeze_bn": ((bool,), lambda v: True, "a bool"),
     "model.remat_policy": ((str,), lambda v: v in convnet.REMAT_POLICIES,
                            f"one of {convnet.REMAT_POLICIES}"),
-    "model.bn_momentum": ((int, float), _fraction, "in [0, 1)"),
+    "model.bn_momentum": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1,
+                          "in [0, 1) (None: the family's)"),
     "model.bn_epsilon": ((int, float), _positive, "> 0"),
     "dataset": ((str,), lambda v: bool(v), "a tfds dataset name"),
     "input.crop_padding": ((int,), _non_negative, ">= 0"),
@@ -161,9 +165,10 @@ def check_model(model_config: ml_collections.ConfigDict) -> None:
     raise ValueError('config.model.phi must be set when config.model.variant == "phi"')
   size = registry.scaling_of(model_config)
   network = registry.network_of(model_config)
-  if size.resolution < network.total_stride:
-    raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
-                     f"network's total stride {network.total_stride}")
+  for key, value in (("resolution", size.resolution), ("eval_resolution", size.eval_size)):
+    if value < network.total_stride:
+      raise ValueError(f"config.model.{key} {value} is smaller than the network's total "
+                       f"stride {network.total_stride}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -148,6 +148,6 @@ def create(model_config: Any, num_classes: int | None = None
       dtype=jnp.dtype(model_config.dtype),
       remat=model_config.remat,
       remat_policy=model_config.remat_policy,
-      bn_momentum=model_config.bn_momentum,
+      bn_momentum=registry.bn_momentum_of(model_config),
       bn_epsilon=model_config.bn_epsilon)
   return model, size

@@ -5,7 +5,8 @@ resolution, dropout; a size may have a table of its own, as EfficientNetV2-S doe
 whether the φ formula may size it, its default drop-path rate and the preprocessing its
 published weights expect. `config.model.family` picks the family,
 `config.model.variant` the size ("phi": the paper's formula with config.model.phi/alpha/
-beta/gamma), and config.model.width/depth/resolution/dropout_rate override single values.
+beta/gamma), and config.model.width/depth/resolution/eval_resolution/dropout_rate
+override single values.
 
 The Table 3 baselines take EfficientNet's size rows and formula: the paper scales them
 with the same compound rule. Configs, the validator, converters, sweeps, tables, latency
@@ -45,6 +46,7 @@ class Family:
   variants: Mapping[str, scaling.Scaling]  # the published sizes, by name
   compound_scaling: bool = True            # config.model.variant="phi" allowed
   drop_path_rate: float = 0.0              # when config.model.drop_path_rate is None
+  bn_momentum: float = 0.99                # when config.model.bn_momentum is None
   preprocessing: Preprocessing = Preprocessing()
   default_variant: str = "b0"
   description: str = ""
@@ -59,8 +61,8 @@ def _families(*families: Family) -> dict[str, Family]:
   return {f.name: f for f in families}
 
 
-def _sizes(**rows: tuple[float, float, int, float]) -> dict[str, scaling.Scaling]:
-  """name=(width, depth, evaluation resolution, dropout)."""
+def _sizes(**rows: tuple) -> dict[str, scaling.Scaling]:
+  """name=(width, depth, resolution, dropout[, evaluation resolution])."""
   return {name: scaling.Scaling(*row) for name, row in rows.items()}
 
 
@@ -74,11 +76,14 @@ FAMILIES: dict[str, Family] = _families(
     *(Family(arch.name, arch, scaling.VARIANTS,
              description="Table 3 baseline, sized by EfficientNet's rows and formula")
       for arch in baselines.ARCHITECTURES),
+    # google/automl effnetv2_configs.py: train size, dropout, eval size; BN momentum 0.9.
     Family("efficientnetv2", efficientnet_v2.BASE, _sizes(
-        v2_b0=(1.0, 1.0, 224, 0.2), v2_b1=(1.0, 1.1, 240, 0.2), v2_b2=(1.1, 1.2, 260, 0.3),
-        v2_b3=(1.2, 1.4, 300, 0.3), v2_s=(1.0, 1.0, 384, 0.2), v2_m=(1.0, 1.0, 480, 0.3),
-        v2_l=(1.0, 1.0, 480, 0.4), v2_xl=(1.0, 1.0, 512, 0.4)),
-           compound_scaling=False, drop_path_rate=0.2, default_variant="v2_b0",
+        v2_b0=(1.0, 1.0, 192, 0.2, 224), v2_b1=(1.0, 1.1, 192, 0.2, 240),
+        v2_b2=(1.1, 1.2, 208, 0.3, 260), v2_b3=(1.2, 1.4, 240, 0.3, 300),
+        v2_s=(1.0, 1.0, 300, 0.2, 384), v2_m=(1.0, 1.0, 384, 0.3, 480),
+        v2_l=(1.0, 1.0, 384, 0.4, 480), v2_xl=(1.0, 1.0, 384, 0.4, 512)),
+           compound_scaling=False, drop_path_rate=0.2, bn_momentum=0.9,
+           default_variant="v2_b0",
            tables={"v2_s": efficientnet_v2.S, "v2_m": efficientnet_v2.M,
                    "v2_l": efficientnet_v2.L, "v2_xl": efficientnet_v2.XL},
            description="EfficientNetV2 B0–B3, S, M, L, XL (Tan & Le, 2021)"),
@@ -133,9 +138,11 @@ def scaling_of(model_config: Any) -> scaling.Scaling:
   else:
     raise ValueError(f"config.model.variant: unknown EfficientNet variant {name!r}; "
                      f"known: {', '.join(variant_names(f.name))}")
-  overrides = {key: model_config[key]
-               for key in ("width", "depth", "resolution", "dropout_rate")
-               if model_config[key] is not None}
+  overrides = {key: model_config.get(key)
+               for key in ("width", "depth", "resolution", "dropout_rate", "eval_resolution")
+               if model_config.get(key) is not None}
+  if "resolution" in overrides:  # one size for both, unless eval_resolution says otherwise
+    overrides.setdefault("eval_resolution", None)
   try:
     return dataclasses.replace(base, **overrides)
   except ValueError as e:
@@ -165,6 +172,11 @@ def model_names() -> list[str]:
 def drop_path_rate_of(model_config: Any) -> float:
   rate = model_config.get("drop_path_rate")
   return family_of(model_config).drop_path_rate if rate is None else rate
+
+
+def bn_momentum_of(model_config: Any) -> float:
+  momentum = model_config.get("bn_momentum")
+  return family_of(model_config).bn_momentum if momentum is None else momentum
 
 
 def build(family_name: str = DEFAULT_FAMILY, width: float = 1.0, depth: float = 1.0,

@@ -30,15 +30,25 @@ MIN_RESOLUTION = 32  # B0's total stride: below it the last stages see no pixels
 
 @dataclasses.dataclass(frozen=True)
 class Scaling:
-  """One network size: width and depth multipliers, input resolution, head dropout."""
+  """One network size: width and depth multipliers, input resolution, head dropout.
+
+  `resolution` is the training size; `eval_resolution` the evaluation size where a family
+  evaluates larger than it trains (EfficientNetV2-S: 300 / 384), None where both are one.
+  """
 
   width: float
   depth: float
   resolution: int
   dropout_rate: float
+  eval_resolution: int | None = None
 
   def __post_init__(self):
     _check_scaling(self)
+
+  @property
+  def eval_size(self) -> int:
+    """The resolution to evaluate (and serve) at."""
+    return self.eval_resolution or self.resolution
 
 
 def _check_scaling(s: Scaling) -> None:
@@ -46,9 +56,9 @@ def _check_scaling(s: Scaling) -> None:
     if not (math.isfinite(value) and 0 < value <= MAX_COEFFICIENT):
       raise ValueError(
           f"{name} multiplier must be in (0, {MAX_COEFFICIENT}], got {value!r}")
-  if not (isinstance(s.resolution, int) and 0 < s.resolution <= MAX_RESOLUTION):
-    raise ValueError(
-        f"resolution must be an integer in (0, {MAX_RESOLUTION}], got {s.resolution!r}")
+  for name, value in (("resolution", s.resolution), ("eval_resolution", s.eval_size)):
+    if not (isinstance(value, int) and 0 < value <= MAX_RESOLUTION):
+      raise ValueError(f"{name} must be an integer in (0, {MAX_RESOLUTION}], got {value!r}")
   if not 0 <= s.dropout_rate < 1:
     raise ValueError(f"dropout_rate must be in [0, 1), got {s.dropout_rate!r}")
 

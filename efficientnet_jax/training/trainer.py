@@ -25,6 +25,7 @@ import numpy as np
 
 from efficientnet_jax.config import validation
 from efficientnet_jax.data import input_pipeline
+from efficientnet_jax.models import registry
 from efficientnet_jax.training import (checkpointing, evaluator, freezing, metrics_log,
                                        optimizers, preemption, sharding, train_step)
 
@@ -91,6 +92,7 @@ class _Run:
     # The model, the schedule and the optimizer, from the dataset's size.
     info = input_pipeline.dataset_info(config)
     model, resolution = train_step.create_model(config, info.num_classes)
+    eval_resolution = registry.scaling_of(config.model).eval_size  # V2 evaluates larger
     self.steps_per_epoch = info.num_train_examples / config.batch_size
     self.num_steps = optimizers.total_steps(config, self.steps_per_epoch)
     self.eval_every = max(1, int(round(config.eval_every_epochs * self.steps_per_epoch)))
@@ -116,16 +118,16 @@ class _Run:
     if self.start_step == 0:
       parameter_overview.log_parameter_overview(self.state.params)
       self.writer.write_hparams(metrics_log.hparams(config))
-    logging.info("%s: %d params, %d classes, resolution %d, %d steps (%.1f per epoch), "
-                 "%d devices, start at step %d", config.model.variant,
+    logging.info("%s: %d params, %d classes, resolution %d (eval %d), %d steps (%.1f per "
+                 "epoch), %d devices, start at step %d", config.model.variant,
                  sum(x.size for x in jax.tree.leaves(self.state.params)), info.num_classes,
-                 resolution, self.num_steps, self.steps_per_epoch, jax.device_count(),
+                 resolution, eval_resolution, self.num_steps, self.steps_per_epoch, jax.device_count(),
                  self.start_step)
 
     # The compiled steps and the data, from where the restored state left off.
     self.step_fn = train_step.compile_train_step(model, tx, learning_rate_fn, config,
                                                  self.mesh, loss_transform)
-    self.evaluator = evaluator.Evaluator(model, config, self.mesh, resolution)
+    self.evaluator = evaluator.Evaluator(model, config, self.mesh, eval_resolution)
     self.train_batches = input_pipeline.create_train_dataset(
         config, resolution, process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=self.start_step).as_numpy_iterator()

@@ -156,7 +156,8 @@ def published_info(variant: str, num_classes: int, convention: Convention,
                    ) -> weights_directory.WeightsInfo:
   """The settings of a published variant's weights, as the reference evaluates them.
 
-  Its size row (width, depth, dropout, resolution), the source's padding and epsilon, the
+  Its size row (width, depth, dropout, evaluation and training resolution; `resolution`
+  overrides the evaluation one), the source's padding and epsilon, the
   reference's center crop, ImageNet normalisation (AdvProp's [-1, 1] with `advprop`)
   unless `mean_rgb`/`stddev_rgb` are given; padding, bn_epsilon, resolution and
   crop_fraction override what the source implies.
@@ -173,6 +174,7 @@ def published_info(variant: str, num_classes: int, convention: Convention,
       padding=convention.padding if padding is None else padding,
       bn_epsilon=float(convention.bn_epsilon if bn_epsilon is None else bn_epsilon),
       dropout_rate=size.dropout_rate,
-      resolution=size.resolution if resolution is None else resolution,
+      resolution=size.eval_size if resolution is None else resolution,
+      train_resolution=size.resolution,
       crop_padding=weights_directory.CROP_PADDING, crop_fraction=crop_fraction,
       mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, source=dict(source), family=family.name)

@@ -6,16 +6,18 @@ A weights directory is an Orbax `StandardCheckpointer` save of
   {"format_version": 1,
    "model": {"variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
              "dropout_rate", "family"},
-   "preprocessing": {"resolution", "crop_padding", "crop_fraction", "interpolation",
-                     "mean_rgb", "stddev_rgb"},
+   "preprocessing": {"resolution", "train_resolution", "crop_padding", "crop_fraction",
+                     "interpolation", "mean_rgb", "stddev_rgb"},
    "source": {"format", "file", ...}}
 
 so `config.init_from=DIR` (`checkpointing.load_variables`, which restores DIR itself) and
 `efficientnet_jax.load(DIR)` both read it. Preprocessing follows `config.input`:
 center crop of `resolution/(resolution+crop_padding)` of the short side, or of
 `crop_fraction` when that is set, bicubic resize, then `(image - mean_rgb) / stddev_rgb`
-on the 0–255 scale. "family" (a `models.registry` family) may be absent: files written
-before it existed are EfficientNets.
+on the 0–255 scale. "resolution" is the size to evaluate and serve at; "train_resolution"
+the size the weights were trained at (EfficientNetV2-S: 384 and 300), null where unknown.
+"family" (a `models.registry` family) and "train_resolution" may be absent: files written
+before they existed are EfficientNets trained at their evaluation size.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ CROP_PADDING = registry.CROP_PADDING  # what every published checkpoint was eval
 
 _MODEL_KEYS = ("variant", "width", "depth", "num_classes", "padding", "bn_epsilon",
                "dropout_rate", "family")
-_OPTIONAL_KEYS = {"family": registry.DEFAULT_FAMILY}  # absent from older files
-_PREPROCESSING_KEYS = ("resolution", "crop_padding", "crop_fraction", "interpolation",
-                       "mean_rgb", "stddev_rgb")
+_OPTIONAL_KEYS = {"family": registry.DEFAULT_FAMILY,  # absent from older files
+                  "train_resolution": None}
+_PREPROCESSING_KEYS = ("resolution", "train_resolution", "crop_padding", "crop_fraction",
+                       "interpolation", "mean_rgb", "stddev_rgb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +63,7 @@ class WeightsInfo:
   padding: str                  # "same" (TF) or "symmetric" (PyTorch)
   bn_epsilon: float
   dropout_rate: float
-  resolution: int
+  resolution: int               # evaluation (and serving) size
   mean_rgb: tuple[float, float, float]
   stddev_rgb: tuple[float, float, float]
   crop_padding: int = CROP_PADDING
@@ -68,6 +71,7 @@ class WeightsInfo:
   interpolation: str = "bicubic"
   source: dict[str, str] = dataclasses.field(default_factory=dict)  # format, file, ...
   family: str = registry.DEFAULT_FAMILY  # the architecture `width`/`depth` scale
+  train_resolution: int | None = None    # None: unknown, taken as `resolution`
 
   def __post_init__(self):
     _check(self, "WeightsInfo")
@@ -93,7 +97,8 @@ class WeightsInfo:
     family = registry.family(self.family)
     m.family = self.family
     m.variant = self.variant if self.variant in family.variants else family.default_variant
-    m.width, m.depth, m.resolution = self.width, self.depth, self.resolution
+    m.width, m.depth = self.width, self.depth
+    m.resolution, m.eval_resolution = self.train_resolution or self.resolution, self.resolution
     m.dropout_rate, m.padding, m.bn_epsilon = self.dropout_rate, self.padding, self.bn_epsilon
     config.input.crop_padding = self.crop_padding
     config.input.crop_fraction = self.crop_fraction
@@ -108,7 +113,8 @@ class WeightsInfo:
     return cls(variant=config.model.variant, width=size.width, depth=size.depth,
                num_classes=num_classes, padding=config.model.padding,
                bn_epsilon=config.model.bn_epsilon, dropout_rate=size.dropout_rate,
-               resolution=size.resolution, crop_padding=config.input.crop_padding,
+               resolution=size.eval_size, train_resolution=size.resolution,
+               crop_padding=config.input.crop_padding,
                crop_fraction=config.input.crop_fraction,
                mean_rgb=_rgb(config.input.mean_rgb), stddev_rgb=_rgb(config.input.stddev_rgb),
                source=dict(source), family=registry.family_of(config.model).name)
@@ -162,9 +168,11 @@ def _check(info: WeightsInfo, where: str) -> None:
   if not isinstance(info.num_classes, int) or info.num_classes < 0:
     raise ValueError(f"{where}: num_classes must be an integer >= 0, got "
                      f"{info.num_classes!r}")
-  if not isinstance(info.resolution, int) or info.resolution < 1:
-    raise ValueError(f"{where}: resolution must be a positive integer, got "
-                     f"{info.resolution!r}")
+  sizes = {"resolution": info.resolution, "train_resolution": info.train_resolution}
+  for key, value in sizes.items():
+    if not isinstance(value, int) or value < 1:
+      if value is not None or key == "resolution":
+        raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
   if not info.bn_epsilon > 0:
     raise ValueError(f"{where}: bn_epsilon must be > 0, got {info.bn_epsilon!r}")
   if info.crop_fraction is not None and not 0 < info.crop_fraction <= 1:
