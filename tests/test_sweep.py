@@ -227,3 +227,23 @@ def test_cli_dry_run_prints_the_runs_and_script():
   assert "| width_2 | width | 2 | 0.500 | 0.250 | 32 |" in out
   assert "#SBATCH --array=0-1" in out and "#SBATCH --nodes=2" in out
   assert "/shared/s/width_2 --config.model.width=0.25" in out
+
+
+def test_any_family_is_a_base():
+  """EfficientNetV2-S has no φ formula: φ and the grid scale its own row, and its
+  evaluation size (384) moves with its training size (300)."""
+  v2 = ["config.model.family=efficientnetv2", "config.model.variant=v2_s"]
+  runs = expand(B0, overrides=TINY + v2, phis=[0, 1], resolutions=[0.5])
+  phi0, phi1, half = runs
+  assert phi1.flags == ("--config.model.width=0.275", "--config.model.depth=0.3",
+                        "--config.model.resolution=344", "--config.model.eval_resolution=440")
+  assert (phi0.family, phi0.resolution, phi1.resolution) == ("efficientnetv2", 300, 344)
+  assert half.flags == ("--config.model.resolution=152", "--config.model.eval_resolution=192")
+  config = sweep.load_config(B0, sweep.override_flags(TINY + v2) + list(phi1.flags))
+  network = registry.network_of(config.model)
+  assert phi1.multiply_adds == costs.multiply_adds(network, 440, 10)  # at the eval size
+  assert phi1.params == costs.count_params(network, 10)
+  lite = expand(overrides=TINY + ["config.model.family=efficientnet_lite",
+                                  "config.model.variant=lite0"], depths=[2])
+  assert lite[0].flags == ("--config.model.depth=0.5",) and lite[0].family == (
+      "efficientnet_lite")

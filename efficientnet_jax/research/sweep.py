@@ -5,7 +5,9 @@ A run is the base config (a `configs/` file with its optional `:arg`) plus overr
 flags, exactly what `python -m efficientnet_jax.main` accepts, trained in its own workdir
 `<sweep_dir>/<run name>`. Multipliers are relative to the base config's own scaling (for
 configs/b0.py that is B0's row: width 1, depth 1, resolution 224), so the same sweep
-works on a small demo network. Every run's config is parsed and its size computed before
+works on a small demo network and on any family: a base without the φ formula
+(EfficientNetV2, Lite, EdgeTPU) has its own row scaled by α^φ, β^φ, γ^φ, its evaluation
+size with its training size. Every run's config is parsed and its size computed before
 anything is launched, so a bad flag fails in seconds, not after the first run trained.
 
 `sweep.json` in the sweep directory records the base and the runs; `scaling_results`
@@ -96,14 +98,16 @@ def dataset_classes(config: ml_collections.ConfigDict) -> int:
 
 
 def network_cost(model_config: Any, num_classes: int) -> tuple[int, int]:
-  """(trainable parameters, multiply-adds) of the network `config.model` describes."""
+  """(trainable parameters, multiply-adds at the evaluation size, as papers count them) of
+  the network `config.model` describes."""
   size = registry.scaling_of(model_config)
   network = registry.network_of(model_config)
-  if size.resolution < network.total_stride:  # as the config validator refuses it
-    raise ValueError(f"config.model.resolution {size.resolution} is smaller than the "
-                     f"network's total stride {network.total_stride}")
+  for key, value in (("resolution", size.resolution), ("eval_resolution", size.eval_size)):
+    if value < network.total_stride:  # as the config validator refuses it
+      raise ValueError(f"config.model.{key} {value} is smaller than the network's total "
+                       f"stride {network.total_stride}")
   return (costs.count_params(network, num_classes),
-          costs.multiply_adds(network, size.resolution, num_classes))
+          costs.multiply_adds(network, size.eval_size, num_classes))
 
 
 # --- Expanding a sweep. ---
@@ -176,27 +180,37 @@ def _number(x: float) -> str:
 
 def _compound_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling, phi: float,
                     alpha: float, beta: float, gamma: float) -> list[str]:
-  out = ["--config.model.variant=phi", f"--config.model.phi={_number(phi)}",
-         f"--config.model.alpha={_number(alpha)}", f"--config.model.beta={_number(beta)}",
-         f"--config.model.gamma={_number(gamma)}"]
   m = base.model
-  if m.variant == "b0" and all(m[k] is None for k in DIMENSIONS):
-    return out  # B0 itself is the baseline: the φ formula alone says it
+  formula = ["--config.model.variant=phi", f"--config.model.phi={_number(phi)}",
+             f"--config.model.alpha={_number(alpha)}", f"--config.model.beta={_number(beta)}",
+             f"--config.model.gamma={_number(gamma)}"]
+  if not registry.family_of(m).compound_scaling:
+    formula = []  # V2, Lite, EdgeTPU: their rows are not φ's; scale the base's row alone
+  elif m.variant == "b0" and all(m[k] is None for k in DIMENSIONS):
+    return formula  # B0 itself is the baseline: the φ formula alone says it
   # Any other base: scale its own width/depth/resolution (these overrides win over φ's row).
-  return out + [
+  return formula + [
       f"--config.model.width={_number(base_size.width * beta**phi)}",
       f"--config.model.depth={_number(base_size.depth * alpha**phi)}",
-      f"--config.model.resolution="
-      f"{scaling.round_resolution(base_size.resolution * gamma**phi, m.resolution_multiple)}"]
+      *_resolution_flags(base, base_size, gamma**phi)]
 
 
-def _dimension_flag(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
-                    dimension: str, multiplier: float) -> str:
+def _resolution_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
+                      multiplier: float) -> list[str]:
+  """The training size scaled, and the evaluation size with it where the base has its own
+  (V2-S: 300 / 384)."""
+  scaled = lambda r: scaling.round_resolution(r * multiplier, base.model.resolution_multiple)
+  out = [f"--config.model.resolution={scaled(base_size.resolution)}"]
+  if base_size.eval_size != base_size.resolution:
+    out.append(f"--config.model.eval_resolution={scaled(base_size.eval_size)}")
+  return out
+
+
+def _dimension_flags(base: ml_collections.ConfigDict, base_size: scaling.Scaling,
+                     dimension: str, multiplier: float) -> list[str]:
   if dimension == "resolution":
-    value = scaling.round_resolution(base_size.resolution * multiplier,
-                                     base.model.resolution_multiple)
-    return f"--config.model.resolution={value}"
-  return f"--config.model.{dimension}={_number(getattr(base_size, dimension) * multiplier)}"
+    return _resolution_flags(base, base_size, multiplier)
+  return [f"--config.model.{dimension}={_number(getattr(base_size, dimension) * multiplier)}"]
 
 
 def _checked(values: Sequence[float], flag: str, positive: bool) -> list[float]:
@@ -241,7 +255,7 @@ def expand(config_arg: str, sweep_dir: str, *, overrides: Sequence[str] = (),
   for dimension, values in zip(DIMENSIONS, (widths, depths, resolutions)):
     for v in _checked(values, dimension, positive=True):
       planned.append((f"{dimension}_{v:g}", dimension, v,
-                      [_dimension_flag(base, base_size, dimension, v)], (None, None, None)))
+                      _dimension_flags(base, base_size, dimension, v), (None, None, None)))
   if not planned:
     raise ValueError("nothing to sweep: give --phi, --grid, --width, --depth or --resolution")
 
