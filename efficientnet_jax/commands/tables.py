@@ -1,8 +1,9 @@
 """Print the paper's Table 1 (architecture) and Table 2 (params, multiply-adds) from our spec;
 or, with --sweep_dir, the tables and figures of a sweep's runs.
 
-  efficientnet-tables                    # Table 1 for b0, Table 2 b0–b8, l2
+  efficientnet-tables                    # Table 1 for b0, Table 2 b0–b8, l2, every family
   efficientnet-tables --variant=b7       # Table 1 for b7 at its resolution
+  efficientnet-tables --variant=v2_s     # Table 1 for EfficientNetV2-S (or lite3, edgetpu_m)
   efficientnet-tables --phi=0.5,2.5 --csv
   efficientnet-tables --baselines        # Table 3's networks: our sizes
 
@@ -52,12 +53,16 @@ def main(argv):
   family, variant = registry.lookup(_VARIANT.value)
   size = family.variants[variant]
   network = registry.variant_network(variant, family.name)
-  print(f"Table 1: {family.name} {variant} at {size.resolution}x{size.resolution}\n")
+  print(f"Table 1: {family.name} {variant} at {size.eval_size}x{size.eval_size}\n")
   print(fmt(paper_tables.TABLE1_HEADER,
-            paper_tables.architecture_table(network, size.resolution)))
+            paper_tables.architecture_table(network, size.eval_size)))
   rows = paper_tables.size_table(list(scaling.VARIANTS), [float(p) for p in _PHI.value])
   print("\nTable 2 (structure): ours beside the paper (arXiv v5)\n")
   print(fmt(paper_tables.SIZE_HEADER, paper_tables.size_table_rows(rows)))
+  print("\nEvery family's published variants: ours (1000 classes, multiply-adds at the "
+        "evaluation size) beside their sources\n")
+  print(fmt(paper_tables.FAMILY_HEADER,
+            paper_tables.family_table_rows(paper_tables.family_table())))
   if _BASELINES.value:
     print("\nTable 3 (structure): the baselines as the paper scales them, ours beside its "
           "FLOPs\n")
