@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.random_flip = True
   config.input.mean_rgb = IMAGENET_MEAN_RGB
   config.input.stddev_rgb = IMAGENET_STDDEV_RGB
-  config.input.augment = config_dict.placeholder(str)  # None | "autoaugment" | "randaugment"
+  # None or "none" | "autoaugment" | "randaugment"
+  config.input.augment = config_dict.placeholder(str)
   config.input.randaug_layers = 2
   config.input.randaug_magnitude = 10
   config.input.mixup_alpha = 0.0                  # 0: off
@@ -111,4 +112,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune.freeze_backbone_epochs = 0.0     # train only the classifier this long
   config.finetune.freeze_bn = False                # keep the loaded BN statistics
   config.allow_config_change = False               # resume with a different config
+  return config
+
+
+def get_config_for(family_name: str, variant: str) -> ml_collections.ConfigDict:
+  """The recipe above for a published variant of any family, its input normalised as that
+  variant's published weights expect (Lite: (x - 127) / 128)."""
+  family = registry.family(family_name)
+  if variant not in family.variants:
+    raise ValueError(f"unknown {family_name} variant {variant!r}; known: "
+                     f"{', '.join(family.variants)}")
+  config = get_config()
+  config.model.family, config.model.variant = family_name, variant
+  preprocessing = family.preprocessing_of(variant)
+  config.input.mean_rgb, config.input.stddev_rgb = (preprocessing.mean_rgb,
+                                                    preprocessing.stddev_rgb)
   return config

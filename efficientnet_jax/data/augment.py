@@ -21,8 +21,9 @@ from typing import Callable, Sequence, Union
 import tensorflow as tf
 
 MAX_LEVEL = 10.0
-# config.input.augment: none, or one of the policies below.
-AUGMENTATIONS = (None, "autoaugment", "randaugment")
+# config.input.augment: none (None, or "none" as a command-line flag can say it), or one of
+# the policies below.
+AUGMENTATIONS = (None, "none", "autoaugment", "randaugment")
 MAX_RANDAUG_MAGNITUDE = 30  # 3x the policies' top level; EfficientNet-B7 uses 28
 FILL_VALUE = 128
 

@@ -51,10 +51,15 @@ class Family:
   default_variant: str = "b0"
   description: str = ""
   tables: Mapping[str, architecture.Architecture] = dataclasses.field(default_factory=dict)
+  variant_preprocessing: Mapping[str, Preprocessing] = dataclasses.field(default_factory=dict)
 
   def architecture_of(self, variant: str | None) -> architecture.Architecture:
     """The table a variant is built from: its own, or the family's scaled."""
     return self.tables.get(variant, self.architecture)
+
+  def preprocessing_of(self, variant: str | None) -> Preprocessing:
+    """The normalisation a variant's published weights expect."""
+    return self.variant_preprocessing.get(variant, self.preprocessing)
 
 
 def _families(*families: Family) -> dict[str, Family]:
@@ -68,6 +73,9 @@ def _sizes(**rows: tuple) -> dict[str, scaling.Scaling]:
 
 # tensorflow/tpu's Lite and EdgeTPU builders normalise with (x - 127) / 128.
 _MOBILE = Preprocessing(mean_rgb=(127.0,) * 3, stddev_rgb=(128.0,) * 3)
+# EfficientNetV2 S-XL take (x - 128) / 128 (Keras's port of automl); B0-B3 V1's ImageNet
+# mean and standard deviation.
+_V2_LARGE = Preprocessing(mean_rgb=(128.0,) * 3, stddev_rgb=(128.0,) * 3)
 
 
 FAMILIES: dict[str, Family] = _families(
@@ -86,6 +94,7 @@ FAMILIES: dict[str, Family] = _families(
            default_variant="v2_b0",
            tables={"v2_s": efficientnet_v2.S, "v2_m": efficientnet_v2.M,
                    "v2_l": efficientnet_v2.L, "v2_xl": efficientnet_v2.XL},
+           variant_preprocessing=dict.fromkeys(("v2_s", "v2_m", "v2_l", "v2_xl"), _V2_LARGE),
            description="EfficientNetV2 B0–B3, S, M, L, XL (Tan & Le, 2021)"),
     Family("efficientnet_lite", efficientnet_lite.LITE, _sizes(
         lite0=(1.0, 1.0, 224, 0.2), lite1=(1.0, 1.1, 240, 0.2), lite2=(1.1, 1.2, 260, 0.3),

@@ -1,0 +1,64 @@
+"""Every config under configs/ loads, validates and carries the recipe its docstring names."""
+
+import glob
+import os
+import re
+
+import pytest
+
+from efficientnet_jax.config import validation
+from efficientnet_jax.models import registry
+from efficientnet_jax.research import sweep
+from conftest import REPO
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+# (config argument, family, variant, augmentation, RandAugment magnitude, Mixup/CutMix alpha)
+RECIPES = [
+    *((f"b{k}.py", "efficientnet", f"b{k}", "autoaugment", 10, 0.0) for k in range(8)),
+    ("efficientnet.py:b4", "efficientnet", "b4", "autoaugment", 10, 0.0),
+    ("efficientnetv2.py:v2_b2", "efficientnetv2", "v2_b2", "autoaugment", 10, 0.0),
+    ("efficientnetv2.py:v2_s", "efficientnetv2", "v2_s", "randaugment", 10, 0.0),
+    ("efficientnetv2.py:v2_m", "efficientnetv2", "v2_m", "randaugment", 15, 0.2),
+    ("efficientnetv2.py:v2_l", "efficientnetv2", "v2_l", "randaugment", 20, 0.5),
+    ("efficientnetv2.py:v2_xl", "efficientnetv2", "v2_xl", "randaugment", 20, 0.5),
+    ("efficientnet_lite.py:lite3", "efficientnet_lite", "lite3", None, 10, 0.0),
+    ("efficientnet_edgetpu.py:edgetpu_m", "efficientnet_edgetpu", "edgetpu_m", None, 10, 0.0),
+]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_validates_and_its_docstring_gives_the_command(path):
+  config = sweep.load_config(path)
+  validation.validate(config)
+  with open(path) as f:
+    assert re.search(r"efficientnet_jax\.main \\?\s*--config=configs/", f.read())
+
+
+@pytest.mark.parametrize("arg, family, variant, augment, magnitude, mix", RECIPES)
+def test_published_recipes(arg, family, variant, augment, magnitude, mix):
+  config = sweep.load_config(os.path.join(REPO, "configs", arg))
+  m = config.model
+  assert (m.family, m.variant, config.input.augment) == (family, variant, augment)
+  assert config.input.randaug_magnitude == magnitude
+  assert config.input.mixup_alpha == config.input.cutmix_alpha == mix
+  preprocessing = registry.family(family).preprocessing_of(variant)
+  assert tuple(config.input.mean_rgb) == preprocessing.mean_rgb
+  assert tuple(config.input.stddev_rgb) == preprocessing.stddev_rgb
+  assert registry.bn_momentum_of(m) == (0.9 if family == "efficientnetv2" else 0.99)
+  size = registry.scaling_of(m)
+  if variant == "v2_s":
+    assert (size.resolution, size.eval_size, size.dropout_rate) == (300, 384, 0.2)
+  if family == "efficientnet_lite":
+    assert config.input.mean_rgb == (127.0,) * 3 and config.input.stddev_rgb == (128.0,) * 3
+
+
+def test_a_bad_variant_names_the_known_ones():
+  with pytest.raises(ValueError, match="unknown efficientnetv2 variant 'v2_q'; known: v2_b0"):
+    sweep.load_config(os.path.join(REPO, "configs", "efficientnetv2.py:v2_q"))
+
+
+def test_augmentation_can_be_turned_off_from_the_command_line():
+  config = sweep.load_config(os.path.join(REPO, "configs", "b0.py"),
+                             ["--config.input.augment=none"])
+  validation.validate(config)
+  assert config.input.augment == "none"
