@@ -66,6 +66,16 @@ def test_finetune_config_takes_the_weights_settings(trained_digits):
     finetune_config("dataset=cifar10,lr=1")
 
 
+def test_weights_of_another_family_name_both(trained_digits):
+  """Refused by trainer.validate, before any data is read or anything compiles."""
+  workdir, _ = trained_digits
+  config = finetune_config(f"dataset=digits_even,weights={workdir}")
+  config.model.family, config.model.variant = "efficientnet_lite", "lite0"
+  with pytest.raises(ValueError, match=r"holds efficientnet weights \(b0\), but "
+                     r"config.model.family is 'efficientnet_lite' \(variant 'lite0'\)"):
+    trainer.validate(config)
+
+
 def restore(workdir, step):
   with ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints") as manager:
     return manager.restore(step, args=ocp.args.Composite(

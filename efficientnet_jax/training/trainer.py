@@ -35,7 +35,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
   validation.validate(config)
   if config.init_from and not epath.Path(config.init_from).exists():
     raise ValueError(f"config.init_from={config.init_from!r} does not exist")
+  if config.init_from:
+    _check_init_from_family(config)
   input_pipeline.validate(config)
+
+
+def _check_init_from_family(config: ml_collections.ConfigDict) -> None:
+  """Weights of another family would fail variable by variable; name both families."""
+  from efficientnet_jax import inference  # reads model.json, or a workdir's config.json
+  try:
+    info = inference.read_info(config.init_from)
+  except (ValueError, OSError, KeyError):
+    return  # no readable description: merge_pretrained still checks every variable
+  family = registry.family_of(config.model).name
+  if info.family != family:
+    raise ValueError(f"config.init_from={config.init_from!r} holds {info.family} weights "
+                     f"({info.variant}), but config.model.family is {family!r} "
+                     f"(variant {config.model.variant!r}); set "
+                     f"--config.model.family={info.family} or use {family} weights")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
