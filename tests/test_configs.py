@@ -7,7 +7,7 @@ import re
 import pytest
 
 from efficientnet_jax.config import validation
-from efficientnet_jax.models import registry
+from efficientnet_jax.models import convnet, registry
 from efficientnet_jax.research import sweep
 from conftest import REPO
 
@@ -44,8 +44,8 @@ def test_published_recipes(arg, family, variant, augment, magnitude, mix):
   preprocessing = registry.family(family).preprocessing_of(variant)
   assert tuple(config.input.mean_rgb) == preprocessing.mean_rgb
   assert tuple(config.input.stddev_rgb) == preprocessing.stddev_rgb
-  assert registry.bn_momentum_of(m) == (0.9 if family == "efficientnetv2" else 0.99)
-  size = registry.scaling_of(m)
+  model, size = convnet.create(m, num_classes=10)
+  assert model.bn_momentum == (0.9 if family == "efficientnetv2" else 0.99)
   if variant == "v2_s":
     assert (size.resolution, size.eval_size, size.dropout_rate) == (300, 384, 0.2)
   if family == "efficientnet_lite":
