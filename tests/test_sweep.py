@@ -238,6 +238,7 @@ def test_any_family_is_a_base():
   assert phi1.flags == ("--config.model.width=0.275", "--config.model.depth=0.3",
                         "--config.model.resolution=344", "--config.model.eval_resolution=440")
   assert (phi0.family, phi0.resolution, phi1.resolution) == ("efficientnetv2", 300, 344)
+  assert "--config.model.resolution=300" in phi0.flags  # not rounded to a multiple of 4
   assert half.flags == ("--config.model.resolution=152", "--config.model.eval_resolution=192")
   config = sweep.load_config(B0, sweep.override_flags(TINY + v2) + list(phi1.flags))
   network = registry.network_of(config.model)

@@ -199,7 +199,11 @@ def _resolution_flags(base: ml_collections.ConfigDict, base_size: scaling.Scalin
                       multiplier: float) -> list[str]:
   """The training size scaled, and the evaluation size with it where the base has its own
   (V2-S: 300 / 384)."""
-  scaled = lambda r: scaling.round_resolution(r * multiplier, base.model.resolution_multiple)
+  def scaled(resolution: int) -> int:  # the base's own size as it is (V2-S's 300 is no 8k)
+    if multiplier == 1:
+      return resolution
+    return scaling.round_resolution(resolution * multiplier, base.model.resolution_multiple)
+
   out = [f"--config.model.resolution={scaled(base_size.resolution)}"]
   if base_size.eval_size != base_size.resolution:
     out.append(f"--config.model.eval_resolution={scaled(base_size.eval_size)}")
