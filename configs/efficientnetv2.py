@@ -12,8 +12,9 @@ The recipe (automl hparams.py, datasets.py's ImageNet and effnetv2_configs.py): 
 RMSProp schedule (0.016 per 256 images, batch 4096, 350 epochs, 5 warm-up epochs, ×0.97
 every 2.4 epochs), label smoothing 0.1, EMA 0.9999, L2 1e-5, BatchNorm momentum 0.9 (the
 family's default), drop path 0.2, each variant's dropout, training size and evaluation
-size (v2_s: 300 / 384) and input normalisation (S–XL (x − 128) / 128, B0–B3 V1's); B0–B3 with V1's AutoAugment, S–XL with RandAugment (N=2) and
-Mixup/CutMix at the strengths below. Two differences from the released code, stated
+size (v2_s: 300 / 384) and input normalisation (S–XL (x − 128) / 128, B0–B3 V1's);
+B0–B3 with V1's AutoAugment, S–XL with RandAugment (N=2) and Mixup/CutMix at the
+strengths below. Two differences from the released code, stated
 plainly: automl trains in 4 progressive stages (image size and regularisation growing to
 these values), which this codebase does not have yet, so every step here runs at the
 final stage's size and strength; and with both Mixup and CutMix on, automl mixes half of

@@ -165,7 +165,8 @@ def test_resume_with_another_config_is_refused(data_dir, tmp_path, tiny_run):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"dataset": "imagenet2021"}, "config.dataset='imagenet2021'.*imagenet2012"),
-    ({"dataset": "imagenet2012", "data_dir": None}, "(?s)config.data_dir.*ILSVRC2012_img_train.tar"),
+    ({"dataset": "imagenet2012", "data_dir": None},
+     "(?s)config.data_dir.*ILSVRC2012_img_train.tar"),
     ({"optimizer.name": "adagrad"}, "config.optimizer.name"),
     ({"schedule.name": "step"}, "config.schedule.name"),
     ({"eval_split": "validation"}, "config.eval_split='validation'"),

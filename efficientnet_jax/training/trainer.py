@@ -138,8 +138,8 @@ class _Run:
     logging.info("%s: %d params, %d classes, resolution %d (eval %d), %d steps (%.1f per "
                  "epoch), %d devices, start at step %d", config.model.variant,
                  sum(x.size for x in jax.tree.leaves(self.state.params)), info.num_classes,
-                 resolution, eval_resolution, self.num_steps, self.steps_per_epoch, jax.device_count(),
-                 self.start_step)
+                 resolution, eval_resolution, self.num_steps, self.steps_per_epoch,
+                 jax.device_count(), self.start_step)
 
     # The compiled steps and the data, from where the restored state left off.
     self.step_fn = train_step.compile_train_step(model, tx, learning_rate_fn, config,
