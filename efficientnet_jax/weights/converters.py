@@ -3,8 +3,9 @@
 A converter is a module with `convert(path, **options) -> (variables, WeightsInfo)`; the
 variables fill our `convnet.ConvNet` exactly and the info is what `weights_directory`
 saves beside them. `FORMATS` names them: "keras" (Keras-applications files), "tf"
-(tensorflow/tpu checkpoints), "timm" (PyTorch state dicts). Each converter only knows its
-own tensor names; the rest is here, written once:
+(tensorflow/tpu checkpoints), "timm" (timm's PyTorch state dicts),
+"efficientnet_pytorch" (lukemelas/EfficientNet-PyTorch state dicts). Each converter only
+knows its own tensor names; the rest is here, written once:
 
 * the variant: the one asked for, else the one the source names, else the published
   variant with the source's (stem width, head width, block count) (`registry.infer_variant`);
@@ -35,6 +36,7 @@ FORMATS = {
     "keras": "efficientnet_jax.weights.keras",
     "tf": "efficientnet_jax.weights.tf_checkpoint",
     "timm": "efficientnet_jax.weights.timm",
+    "efficientnet_pytorch": "efficientnet_jax.weights.efficientnet_pytorch",
 }
 # Our BatchNorm variables, in the order every framework creates them.
 _OUR_BN = (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),

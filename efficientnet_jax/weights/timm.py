@@ -67,7 +67,7 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       exactly (one message lists every missing, unused and mis-shaped tensor).
   """
   name_variant, convention = _parse_name(timm_name)
-  source = _read_state_dict(path)
+  source = read_state_dict(path, "timm")
   variant = converters.choose_variant(
       variant, lambda: _shapes(source), named=name_variant, naming=f"timm_name={timm_name!r}",
       family_name=None, squeeze_excite=any(".se.conv_reduce." in n for n in source))
@@ -94,22 +94,36 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   return strict.unflatten(flat), info
 
 
-def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-  """Every tensor of a timm checkpoint by name, as numpy."""
+def read_state_dict(path: str | os.PathLike[str], format: str) -> dict[str, np.ndarray]:
+  """Every tensor of a PyTorch state dict file by name, as numpy.
+
+  `.safetensors` through the safetensors package (no torch), anything else through
+  `torch.load(weights_only=True)`: a state dict, or a training checkpoint that holds one
+  under "state_dict". The "module." prefix that `nn.DataParallel` adds is removed.
+  `format` names the file's kind in errors.
+  """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise ValueError(f"timm weights file {path!r} does not exist")
+    raise ValueError(f"{format} weights file {path!r} does not exist")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file  # optional dependency: only for this format
-    return dict(load_file(path))
-  import torch  # optional dependency: only for pickled checkpoints
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-    state = state["state_dict"]  # timm's training checkpoints wrap the state dict
-  if not isinstance(state, dict):
-    raise ValueError(f"{path}: expected a state dict (name → tensor), got {type(state)}")
-  return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
+    state = dict(load_file(path))
+  else:
+    import torch  # optional dependency: only for pickled checkpoints
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+      state = state["state_dict"]  # training checkpoints wrap the state dict
+    if not isinstance(state, dict):
+      raise ValueError(f"{path}: expected a state dict (name → tensor), got {type(state)}")
+    odd = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if odd:
+      raise ValueError(f"{path}: expected a state dict (name → tensor); not tensors: "
+                       f"{', '.join(map(str, odd[:5]))}")
+    state = {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+             for k, v in state.items()}
+  if state and all(k.startswith("module.") for k in state):
+    state = {k[len("module."):]: v for k, v in state.items()}
+  return state
 
 
 def rules(network: architecture.Network, num_classes: int) -> dict[str, strict.Rule]:
