@@ -4,12 +4,14 @@ Parity: timm's tf_efficientnet_b0, tf_efficientnet_b3 and efficientnet_b0 (nativ
 the other families tf_efficientnetv2_b0/s, tf_efficientnet_lite0, efficientnet_lite0 and
 tf_efficientnet_es, built with pretrained=False, are given non-trivial BatchNorm values
 (random gamma/beta, running statistics of a real batch), random SE/classifier biases,
-saved as safetensors, converted and run on 2 random images: timm's eval-mode logits against ours within 1e-4 absolute,
-float32. Resolutions: each at its native size (224×224, b3 300×300) and at an odd one:
-b0 at 225×257 (odd height and width), b3 at 130×97 (even height, odd width: both padding
-cases in one run). At even sizes 'same' and 'symmetric' padding differ, which
-test_native_weights_need_symmetric_padding shows. torch, torchvision and timm are in
-requirements.txt, so CI always runs this file.
+saved as safetensors, converted and run on 2 random images: timm's eval-mode logits
+against ours within 1e-4 absolute, float32. Resolutions: each at its native size (224×224,
+b3 300×300) and at an odd one: b0 at 225×257 (odd height and width), b3 at 130×97 (even
+height, odd width: both padding cases in one run). At even sizes 'same' and 'symmetric'
+padding differ, which test_native_weights_need_symmetric_padding shows. torch, torchvision
+and timm are in requirements.txt, so CI always runs this file.
+
+A state dict without a name is refused.
 
 timm runs in a child process (`make_reference`): importing timm loads torchvision →
 triton, which segfaults a process that has already loaded TensorFlow (as the rest of the
@@ -146,8 +148,9 @@ def test_logits_match_timm(name, reference):
 
 
 def test_native_weights_need_symmetric_padding(reference):
-  """Without the name the TF convention is assumed: wrong for native weights at 224."""
-  variables, info = convert_timm.convert(reference / "efficientnet_b0.safetensors")
+  """The TF convention, given without a name: wrong for native weights at 224."""
+  variables, info = convert_timm.convert(reference / "efficientnet_b0.safetensors",
+                                         padding="same", bn_epsilon=1e-3)
   assert (info.variant, info.padding, info.bn_epsilon) == ("b0", "same", 1e-3)
   arrays = np.load(reference / "efficientnet_b0.npz")
   error = np.abs(our_logits(variables, info, arrays["images_224x224"])
@@ -157,11 +160,12 @@ def test_native_weights_need_symmetric_padding(reference):
 
 def test_variant_inferred_and_pth_equals_safetensors(reference):
   from safetensors.numpy import load_file
-  from_safetensors, info = convert_timm.convert(
-      reference / "tf_efficientnet_b3.safetensors")  # no name: variant from the shapes
+  from_safetensors, info = convert_timm.convert(  # no name: variant from the shapes
+      reference / "tf_efficientnet_b3.safetensors", padding="same", bn_epsilon=1e-3)
   assert info.variant == "b3" and info.resolution == 300 and info.crop_padding == 32
   for pth in ("b3.pth", "train.pth.tar"):
-    from_pth, _ = convert_timm.convert(reference / pth, variant="b3")
+    from_pth, _ = convert_timm.convert(reference / pth, variant="b3",
+                                       timm_name="tf_efficientnet_b3")
     jax.tree.map(np.testing.assert_array_equal, from_pth, from_safetensors)
   state = load_file(reference / "tf_efficientnet_b3.safetensors")
   kernel = state["blocks.1.0.conv_dw.weight"]  # (144, 1, 3, 3)
@@ -203,7 +207,8 @@ def test_strict_errors_name_the_tensor(reference, tmp_path, edit, message):
   edit(state)
   save_file(state, tmp_path / "bad.safetensors")
   with pytest.raises(ValueError) as error:
-    convert_timm.convert(tmp_path / "bad.safetensors", variant="b0")
+    convert_timm.convert(tmp_path / "bad.safetensors", variant="b0",
+                         timm_name="tf_efficientnet_b0")
   assert message in str(error.value)
   assert str(error.value).startswith("1 problem(s)")
 
@@ -215,4 +220,15 @@ def test_bad_names_are_refused(reference):
   with pytest.raises(ValueError, match="not a timm EfficientNet name this converter knows"):
     convert_timm.convert(path, timm_name="efficientnetv2_rw_s")  # timm's own V2 variant
   with pytest.raises(ValueError, match="missing source tensor blocks.1.2.conv_pw.weight"):
-    convert_timm.convert(path, variant="b1")  # b1 has one more block per stage
+    convert_timm.convert(path, variant="b1", padding="same",  # b1: one more block per stage
+                         bn_epsilon=1e-3)
+
+
+def test_bare_state_dict_is_refused(reference):
+  """Without a name the convention is unknown: the error says what to pass."""
+  for given in ({}, {"padding": "same"}, {"bn_epsilon": 1e-5}):
+    with pytest.raises(ValueError) as error:
+      convert_timm.convert(reference / "efficientnet_b0.safetensors", **given)
+    for fix in ("timm_name=", "--timm_name=", "tf_efficientnet_b0", "efficientnet_b0",
+                "--padding=same --bn_epsilon=1e-3"):
+      assert fix in str(error.value), (fix, given)

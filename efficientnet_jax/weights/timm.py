@@ -12,8 +12,9 @@ expansion 1, ConvBnAct (`conv, bn1`). Convolutions OIHW → HWIO (depthwise (C,1
 The tensors do not say how the network was run, the model name does:
 * `tf_efficientnet_*` (ports of the TF checkpoints): TF 'same' padding, BN epsilon 1e-3;
 * `efficientnet_*` (trained in PyTorch by timm): symmetric padding, BN epsilon 1e-5.
-Without a name the TF convention is assumed (most timm EfficientNet weights are TF ports)
-and a warning says so. Names: `[tf_]efficientnet_bN|l2|liteN|es|em|el`,
+A state dict without a name is refused (the wrong convention costs accuracy silently)
+unless both padding and bn_epsilon are given; then the normalisation is that of the
+convention with that padding. Names: `[tf_]efficientnet_bN|l2|liteN|es|em|el`,
 `tf_efficientnetv2_bN|s|m|l|xl` (ours: bN, liteN, edgetpu_s/m/l, v2_bN, v2_s …).
 
 Recorded preprocessing: the reference's (the variant's resolution, center crop with
@@ -31,7 +32,6 @@ import os
 import re
 from typing import Any
 
-from absl import logging
 import numpy as np
 
 from efficientnet_jax.models import architecture, registry
@@ -43,7 +43,6 @@ CONVENTIONS = {  # name prefix → how those weights ran
     "tf_efficientnet_": converters.TF_CONVENTION,
     "efficientnet_": converters.TORCH_CONVENTION,
 }
-DEFAULT_CONVENTION = "tf_efficientnet_"
 _BN = converters.TORCH_BN
 
 
@@ -58,15 +57,21 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
     path: `.safetensors`, or a torch pickle of the state dict (or of {'state_dict': ...}).
     variant: "b0" … "l2"; by default from `timm_name`, else inferred from the shapes.
     timm_name: timm model name, e.g. "tf_efficientnet_b3" or "efficientnet_b0.ra_in1k":
-      chooses padding/epsilon (see module doc) and the normalisation (AdvProp).
+      chooses padding/epsilon (see module doc) and the normalisation (AdvProp). Required
+      unless padding and bn_epsilon are both given.
     padding, bn_epsilon, resolution, crop_fraction: override what the name implies (and
       the reference's resolution and crop).
 
   Raises:
-    ValueError: an unknown name or convention, or tensors that do not fit the variant
-      exactly (one message lists every missing, unused and mis-shaped tensor).
+    ValueError: no name (nor padding and bn_epsilon), an unknown name or convention, or
+      tensors that do not fit the variant exactly (one message lists every missing, unused
+      and mis-shaped tensor).
   """
-  name_variant, convention = _parse_name(timm_name)
+  if not os.path.exists(path):
+    raise ValueError(f"timm weights {os.fspath(path)!r} do not exist")
+  if timm_name is None and (padding is None or bn_epsilon is None):
+    raise ValueError(_no_name_message(path))  # before reading: nothing to guess from
+  name_variant, convention = _parse_name(timm_name, padding)
   source = read_state_dict(path, "timm")
   variant = converters.choose_variant(
       variant, lambda: _shapes(source), named=name_variant, naming=f"timm_name={timm_name!r}",
@@ -75,10 +80,6 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   mean_rgb, stddev_rgb, crop_fraction = _preprocessing(variant, convention, crop_fraction)
   num_classes = int(np.shape(source["classifier.weight"])[0]) \
       if "classifier.weight" in source else 0
-  if timm_name is None and padding is None and bn_epsilon is None:
-    logging.warning("No timm model name: assuming a tf_efficientnet_* port (padding 'same', "
-                    "BN epsilon 1e-3). For timm's own efficientnet_* weights pass "
-                    "timm_name (--timm_name=efficientnet_b0), else accuracy suffers.")
   advprop = bool(timm_name) and re.search(r"_ap\b|\.ap_", timm_name) is not None
   info = converters.published_info(
       variant, num_classes, CONVENTIONS[convention],
@@ -92,6 +93,16 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   flat = strict.assign(converters.variable_shapes(network, num_classes), source,
                        rules(network, num_classes), ignored)
   return strict.unflatten(flat), info
+
+
+def _no_name_message(path: str | os.PathLike[str]) -> str:
+  """Why a state dict without a name is refused, and how to say how it ran."""
+  return (f"{path}: a timm state dict does not say how its network ran; pass the timm model "
+          "name (timm_name=, efficientnet-convert --timm_name=): tf_efficientnet_b0 for a "
+          "port of the TF weights (TF 'same' padding, BN epsilon 1e-3), efficientnet_b0 for "
+          "timm's own PyTorch-trained weights (symmetric padding, 1e-5); the wrong one "
+          "gives wrong logits without an error. Or give both padding and bn_epsilon "
+          "(--padding=same --bn_epsilon=1e-3).")
 
 
 def read_state_dict(path: str | os.PathLike[str], format: str) -> dict[str, np.ndarray]:
@@ -175,10 +186,14 @@ def _shapes(source: dict[str, np.ndarray]) -> tuple[int, int, int]:
           len(blocks))
 
 
-def _parse_name(timm_name: str | None) -> tuple[str | None, str]:
-  """(our variant or None, convention prefix) of a timm model name."""
+def _parse_name(timm_name: str | None, padding: str | None = None) -> tuple[str | None, str]:
+  """(our variant or None, convention prefix) of a timm model name.
+
+  No name (padding and bn_epsilon given instead): the convention with that padding, which
+  decides the normalisation of the families whose TF ports take [-1, 1] inputs.
+  """
   if timm_name is None:
-    return None, DEFAULT_CONVENTION
+    return None, "efficientnet_" if padding == "symmetric" else "tf_efficientnet_"
   m = (re.fullmatch(r"(tf_efficientnet_|efficientnet_)(b\d|l2|lite\d|e[sml])(_\w+)?(\.\w+)?",
                     timm_name) or
        re.fullmatch(r"(tf_)efficientnetv2_(b\d|s|m|l|xl)()(\.\w+)?", timm_name))
