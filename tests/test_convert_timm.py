@@ -11,7 +11,10 @@ height, odd width: both padding cases in one run). At even sizes 'same' and 'sym
 padding differ, which test_native_weights_need_symmetric_padding shows. torch, torchvision
 and timm are in requirements.txt, so CI always runs this file.
 
-A state dict without a name is refused.
+Hugging Face folders: timm's own `save_for_hf` writes efficientnet_b0 (pytorch_model.bin)
+and tf_efficientnetv2_s (model.safetensors) with their config.json; converted from the
+folder alone, the logits match timm's at the native size and the recorded preprocessing is
+config.json's. A bare state dict without a name is refused.
 
 timm runs in a child process (`make_reference`): importing timm loads torchvision →
 triton, which segfaults a process that has already loaded TensorFlow (as the rest of the
@@ -27,6 +30,7 @@ import sys
 import numpy as np
 import pytest
 
+from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import timm as convert_timm
 from efficientnet_jax.weights import weights_directory
 
@@ -49,6 +53,7 @@ OUR_VARIANT = {"tf_efficientnet_b0": "b0", "efficientnet_b0": "b0", "tf_efficien
                "efficientnet_lite0": "lite0", "tf_efficientnet_es": "edgetpu_s",
                "tf_efficientnetv2_s": "v2_s"}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+HF_FOLDERS = {"efficientnet_b0": "pytorch_model.bin", "tf_efficientnetv2_s": "model.safetensors"}
 
 
 def make_reference(out: str) -> None:
@@ -72,6 +77,10 @@ def make_reference(out: str) -> None:
         logits = model(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
       arrays[f"images_{h}x{w}"], arrays[f"logits_{h}x{w}"] = images, logits
     np.savez(os.path.join(out, f"{name}.npz"), **arrays)
+    if name in HF_FOLDERS:  # timm's Hugging Face layout: config.json + weights
+      from timm.models._hub import save_for_hf
+      save_for_hf(model, os.path.join(out, f"hf_{name}"),
+                  safe_serialization=HF_FOLDERS[name] == "model.safetensors")
     if name == "tf_efficientnet_b3":  # the two pickle layouts the converter reads
       torch.save(model.state_dict(), os.path.join(out, "b3.pth"))
       torch.save({"state_dict": model.state_dict(), "epoch": 3},
@@ -222,13 +231,51 @@ def test_bad_names_are_refused(reference):
   with pytest.raises(ValueError, match="missing source tensor blocks.1.2.conv_pw.weight"):
     convert_timm.convert(path, variant="b1", padding="same",  # b1: one more block per stage
                          bn_epsilon=1e-3)
+  with pytest.raises(ValueError, match="timm_name='tf_efficientnet_b0' contradicts .*"
+                     "config.json \\(architecture 'efficientnet_b0'\\)"):
+    convert_timm.convert(reference / "hf_efficientnet_b0", timm_name="tf_efficientnet_b0")
 
 
 def test_bare_state_dict_is_refused(reference):
-  """Without a name the convention is unknown: the error says what to pass."""
+  """Without a name (or config.json) the convention is unknown: the error says what to pass."""
   for given in ({}, {"padding": "same"}, {"bn_epsilon": 1e-5}):
     with pytest.raises(ValueError) as error:
       convert_timm.convert(reference / "efficientnet_b0.safetensors", **given)
     for fix in ("timm_name=", "--timm_name=", "tf_efficientnet_b0", "efficientnet_b0",
                 "--padding=same --bn_epsilon=1e-3"):
       assert fix in str(error.value), (fix, given)
+    assert "pass the folder" not in str(error.value)
+  # The weights file of a Hugging Face folder: the error points at the folder.
+  with pytest.raises(ValueError, match="has a config.json: if timm wrote it, pass the folder"):
+    convert_timm.convert(reference / "hf_efficientnet_b0" / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("name", list(HF_FOLDERS))
+def test_hugging_face_folder(name, reference):
+  """timm's own folder: the name and preprocessing come from its config.json."""
+  folder = reference / f"hf_{name}"
+  config = json.loads((folder / "config.json").read_text())
+  cfg = config["pretrained_cfg"]
+  assert config["architecture"] == name and (folder / HF_FOLDERS[name]).is_file()
+  variables, info = converters.convert(folder, "timm")  # what efficientnet-convert calls
+  assert info.variant == OUR_VARIANT[name]
+  assert info.source["timm_name"] == f"{name}.{cfg['tag']}"
+  assert info.source["file"] == str(folder / HF_FOLDERS[name])
+  tf_port = name.startswith("tf_")
+  assert (info.padding, info.bn_epsilon) == (("same", 1e-3) if tf_port else ("symmetric", 1e-5))
+  test_size = cfg.get("test_input_size")
+  assert info.resolution == (test_size or cfg["input_size"])[1]
+  assert info.train_resolution == cfg["input_size"][1]
+  assert info.crop_fraction == (cfg.get("test_crop_pct") if test_size else None) or \
+      cfg["crop_pct"]
+  np.testing.assert_allclose(info.mean_rgb, np.array(cfg["mean"]) * 255, rtol=1e-6)
+  np.testing.assert_allclose(info.stddev_rgb, np.array(cfg["std"]) * 255, rtol=1e-6)
+  assert info.interpolation == cfg["interpolation"] == "bicubic"
+  bare, _ = convert_timm.convert(reference / f"{name}.safetensors", timm_name=name)
+  jax.tree.map(np.testing.assert_array_equal, variables, bare)
+  h, w = CASES[name][0]
+  arrays = np.load(reference / f"{name}.npz")
+  ours = our_logits(variables, info, arrays[f"images_{h}x{w}"])
+  print(f"{name} folder {h}x{w}: max |ours - timm| = "
+        f"{np.abs(ours - arrays[f'logits_{h}x{w}']).max():.2e}")
+  np.testing.assert_allclose(ours, arrays[f"logits_{h}x{w}"], rtol=0, atol=ATOL)

@@ -3,7 +3,7 @@
 A converter is a module with `convert(path, **options) -> (variables, WeightsInfo)`; the
 variables fill our `convnet.ConvNet` exactly and the info is what `weights_directory`
 saves beside them. `FORMATS` names them: "keras" (Keras-applications files), "tf"
-(tensorflow/tpu checkpoints), "timm" (timm's PyTorch state dicts),
+(tensorflow/tpu checkpoints), "timm" (timm's PyTorch state dicts and Hugging Face folders),
 "efficientnet_pytorch" (lukemelas/EfficientNet-PyTorch state dicts). Each converter only
 knows its own tensor names; the rest is here, written once:
 

@@ -1,7 +1,9 @@
 """timm EfficientNet state dicts → our variables: V1 B0–B8/L2, V2, Lite and EdgeTPU.
 
-Reads `.safetensors` with the safetensors package alone (numpy, no torch) and
-`.pth`/`.pt`/`.bin` with `torch.load(weights_only=True)`. Names (timm 1.0):
+Reads `.safetensors` with the safetensors package alone (numpy, no torch),
+`.pth`/`.pt`/`.bin` with `torch.load(weights_only=True)`, and the Hugging Face folder timm
+writes (`config.json` + `model.safetensors` or `pytorch_model.bin`: `huggingface.py`).
+Names (timm 1.0):
 `conv_stem`, `bn1`, `blocks.S.B.*`, `conv_head`, `bn2`, `classifier`; a block with expansion
 6 (timm's InvertedResidual) has `conv_pw, bn1, conv_dw, bn2, se.conv_reduce, se.conv_expand,
 conv_pwl, bn3`, one with expansion 1 (DepthwiseSeparableConv) `conv_dw, bn1, se.*, conv_pw,
@@ -12,22 +14,26 @@ expansion 1, ConvBnAct (`conv, bn1`). Convolutions OIHW → HWIO (depthwise (C,1
 The tensors do not say how the network was run, the model name does:
 * `tf_efficientnet_*` (ports of the TF checkpoints): TF 'same' padding, BN epsilon 1e-3;
 * `efficientnet_*` (trained in PyTorch by timm): symmetric padding, BN epsilon 1e-5.
-A state dict without a name is refused (the wrong convention costs accuracy silently)
-unless both padding and bn_epsilon are given; then the normalisation is that of the
-convention with that padding. Names: `[tf_]efficientnet_bN|l2|liteN|es|em|el`,
+The name comes from `timm_name` or from the folder's config.json ("architecture" and the
+tag). A bare state dict without a name is refused (the wrong convention costs accuracy
+silently) unless both padding and bn_epsilon are given; then the normalisation is that of
+the convention with that padding. Names: `[tf_]efficientnet_bN|l2|liteN|es|em|el`,
 `tf_efficientnetv2_bN|s|m|l|xl` (ours: bN, liteN, edgetpu_s/m/l, v2_bN, v2_s …).
 
-Recorded preprocessing: the reference's (the variant's resolution, center crop with
-padding 32, bicubic, ImageNet mean/std; mean = std = 127.5 for AdvProp names, `*_ap` or
-`.ap_*`). That is timm's own evaluation setting for the tf_* ports and for
+Recorded preprocessing. From a Hugging Face folder: its config.json's (the test size when it
+gives one, the crop, mean and std). Otherwise the reference's (the variant's resolution,
+center crop with padding 32, bicubic, ImageNet mean/std; mean = std = 127.5 for AdvProp
+names, `*_ap` or `.ap_*`). That is timm's own evaluation setting for the tf_* ports and for
 efficientnet_b0; timm evaluates some native weights at other sizes (efficientnet_b3.ra2:
 320, crop 1.0): see `timm.models.get_pretrained_cfg(name)` and override the resolution and
-crop (efficientnet-convert --resolution --crop_fraction). timm is not imported here:
-it loads torchvision → triton, which crashes a process that has already loaded TensorFlow.
+crop (efficientnet-convert --resolution --crop_fraction), or convert timm's folder. timm is
+not imported here: it loads torchvision → triton, which crashes a process that has already
+loaded TensorFlow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any
@@ -36,6 +42,7 @@ import numpy as np
 
 from efficientnet_jax.models import architecture, registry
 from efficientnet_jax.weights import converters
+from efficientnet_jax.weights import huggingface
 from efficientnet_jax.weights import strict
 from efficientnet_jax.weights import weights_directory
 
@@ -54,40 +61,60 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   """Convert a timm EfficientNet state dict: (variables, info for `save_weights`).
 
   Args:
-    path: `.safetensors`, or a torch pickle of the state dict (or of {'state_dict': ...}).
-    variant: "b0" … "l2"; by default from `timm_name`, else inferred from the shapes.
+    path: `.safetensors`, a torch pickle of the state dict (or of {'state_dict': ...}), or
+      a Hugging Face folder timm wrote (config.json and the weights).
+    variant: "b0" … "l2", "v2_s", "lite0" …; by default from the name, else inferred from
+      the shapes.
     timm_name: timm model name, e.g. "tf_efficientnet_b3" or "efficientnet_b0.ra_in1k":
       chooses padding/epsilon (see module doc) and the normalisation (AdvProp). Required
-      unless padding and bn_epsilon are both given.
-    padding, bn_epsilon, resolution, crop_fraction: override what the name implies (and
-      the reference's resolution and crop).
+      for a bare state dict unless padding and bn_epsilon are both given; a folder's
+      config.json names its architecture.
+    padding, bn_epsilon, resolution, crop_fraction: override what the name (or config.json)
+      implies, and the reference's resolution and crop.
 
   Raises:
-    ValueError: no name (nor padding and bn_epsilon), an unknown name or convention, or
-      tensors that do not fit the variant exactly (one message lists every missing, unused
-      and mis-shaped tensor).
+    ValueError: a bare state dict with no name (nor padding and bn_epsilon), an unknown
+      name or convention, a name that contradicts config.json, or tensors that do not fit
+      the variant exactly (one message lists every missing, unused and mis-shaped tensor).
   """
   if not os.path.exists(path):
     raise ValueError(f"timm weights {os.fspath(path)!r} do not exist")
-  if timm_name is None and (padding is None or bn_epsilon is None):
+  folder = huggingface.read_timm_folder(path) if os.path.isdir(path) else None
+  if folder:
+    timm_name = _folder_name(timm_name, folder)
+  elif timm_name is None and (padding is None or bn_epsilon is None):
     raise ValueError(_no_name_message(path))  # before reading: nothing to guess from
   name_variant, convention = _parse_name(timm_name, padding)
-  source = read_state_dict(path, "timm")
+  weights_file = folder.weights_file if folder else os.fspath(path)
+  source = read_state_dict(weights_file, "timm")
   variant = converters.choose_variant(
       variant, lambda: _shapes(source), named=name_variant, naming=f"timm_name={timm_name!r}",
       family_name=None, squeeze_excite=any(".se.conv_reduce." in n for n in source))
   network = registry.variant_network(variant)
+  given_crop = crop_fraction
   mean_rgb, stddev_rgb, crop_fraction = _preprocessing(variant, convention, crop_fraction)
   num_classes = int(np.shape(source["classifier.weight"])[0]) \
       if "classifier.weight" in source else 0
+  if folder and folder.num_classes is not None and folder.num_classes != num_classes:
+    raise ValueError(f"{folder.config_file} says num_classes={folder.num_classes}, but "
+                     f"{weights_file} has a classifier of {num_classes}")
   advprop = bool(timm_name) and re.search(r"_ap\b|\.ap_", timm_name) is not None
+  described = {"format": "timm", "file": os.path.abspath(weights_file),
+               "timm_name": timm_name or ""}
+  if folder:  # timm's own evaluation setting for these weights, unless overridden
+    mean_rgb, stddev_rgb, advprop = folder.mean_rgb, folder.stddev_rgb, False
+    crop_fraction = folder.crop_fraction if given_crop is None else given_crop
+    resolution = folder.resolution if resolution is None else resolution
+    if resolution is None:
+      raise ValueError(f"{folder.config_file}: the input size is not square; pass resolution")
+    described["config"] = os.path.abspath(folder.config_file)
   info = converters.published_info(
-      variant, num_classes, CONVENTIONS[convention],
-      {"format": "timm", "file": os.path.abspath(os.fspath(path)),
-       "timm_name": timm_name or ""},
+      variant, num_classes, CONVENTIONS[convention], described,
       advprop=advprop, mean_rgb=None if advprop else mean_rgb,
       stddev_rgb=None if advprop else stddev_rgb, padding=padding, bn_epsilon=bn_epsilon,
       resolution=resolution, crop_fraction=crop_fraction)
+  if folder and folder.train_resolution:
+    info = dataclasses.replace(info, train_resolution=folder.train_resolution)
   ignored = {n: "PyTorch BatchNorm's update counter; no effect on outputs"
              for n in source if n.endswith(".num_batches_tracked")}
   flat = strict.assign(converters.variable_shapes(network, num_classes), source,
@@ -96,13 +123,26 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
 
 
 def _no_name_message(path: str | os.PathLike[str]) -> str:
-  """Why a state dict without a name is refused, and how to say how it ran."""
+  """Why a bare state dict is refused, and the three ways to say how it ran."""
+  beside = os.path.dirname(os.path.abspath(path))
+  hint = (f" {beside} has a {huggingface.CONFIG_FILE}: if timm wrote it, pass the folder "
+          "instead of the file." if huggingface.has_config(beside) else "")
   return (f"{path}: a timm state dict does not say how its network ran; pass the timm model "
           "name (timm_name=, efficientnet-convert --timm_name=): tf_efficientnet_b0 for a "
           "port of the TF weights (TF 'same' padding, BN epsilon 1e-3), efficientnet_b0 for "
           "timm's own PyTorch-trained weights (symmetric padding, 1e-5); the wrong one "
           "gives wrong logits without an error. Or give both padding and bn_epsilon "
-          "(--padding=same --bn_epsilon=1e-3).")
+          "(--padding=same --bn_epsilon=1e-3)." + hint)
+
+
+def _folder_name(timm_name: str | None, folder: huggingface.TimmFolder) -> str:
+  """The timm name to convert a folder as: config.json's, or an explicit one that agrees."""
+  if timm_name is None:
+    return folder.timm_name
+  if timm_name.split(".")[0] != folder.timm_name.split(".")[0]:
+    raise ValueError(f"timm_name={timm_name!r} contradicts {folder.config_file} "
+                     f"(architecture {folder.timm_name.split('.')[0]!r})")
+  return timm_name
 
 
 def read_state_dict(path: str | os.PathLike[str], format: str) -> dict[str, np.ndarray]:
