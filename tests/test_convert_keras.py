@@ -12,6 +12,15 @@ for b0–b3 (shift-add on CPU), "xla" for b4–b7, so both paths are checked aga
 Every resolution matches exactly: Keras's correct_pad + 'valid' is TF 'same' for a model
 with a static input size (test_correct_pad_is_same). At 225×257 every strided layer sees
 an odd size, where 'same' and 'symmetric' coincide; the even sizes tell them apart.
+
+EfficientNetV2 (Keras's EfficientNetV2B0 … L, weights=None, randomised the same way, the
+variant and the family inferred): what runs, to keep CI time modest (about 80 s for V2):
+v2_b0 at its native 224×224 and at 65×97, v2_s at its native 384×384 and at 65×97 (every
+strided layer sees an odd size), v2_b1 and v2_b3 at 97×65, v2_b2 and v2_m at 65×97 (not
+at their native 240, 260, 300, 480), and v2_l at the reduced 65×96 (odd height, even
+width). Layouts: weights.h5 for b0, b3, m, l; legacy .h5 for b1, s; .keras for b2 (and
+all four for b0). Depthwise "auto" for B0–B3, "xla" for S/M/L. Keras's V2 inputs
+(ImageNet mean/std for B0–B3, (x - 128) / 128 for S/M/L) are checked as recorded.
 """
 
 import re
@@ -57,14 +66,16 @@ def randomise(model, rng, images):
   by 1): residual branches start small and the BN moving statistics are those of a real
   batch (`images`), so float32 rounding differences stay far below the tolerance.
   """
-  norm = next(l for l in model.layers if isinstance(l, keras.layers.Normalization))
-  norm.set_weights([rng.uniform(0.4, 0.5, 3), rng.uniform(0.04, 0.08, 3), np.array(0)])
-  norm.finalize_state()  # Normalization snapshots its variables
+  norm = next((l for l in model.layers if isinstance(l, keras.layers.Normalization)), None)
+  if norm is not None and norm.weights:  # V1's adapted one; V2's holds constants
+    norm.set_weights([rng.uniform(0.4, 0.5, 3), rng.uniform(0.04, 0.08, 3), np.array(0)])
+    norm.finalize_state()  # Normalization snapshots its variables
   for l in model.layers:
     if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense)) and l.use_bias:
       kernel, bias = l.get_weights()
       l.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
   bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+  momentum = bns[0].momentum  # V1 0.99, V2 0.9
   for l in bns:
     c = l.gamma.shape
     gamma = rng.uniform(0.5, 1.5, c) * (0.1 if re.fullmatch(r"block\d[b-z]_project_bn", l.name)
@@ -79,7 +90,7 @@ def randomise(model, rng, images):
   for l, rate in zip(drops, rates):
     l.rate = rate
   for l in bns:
-    l.momentum = 0.99
+    l.momentum = momentum
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +117,14 @@ def _published_layout(model_h5, out):
     dst.attrs["layer_names"] = weights.attrs["layer_names"]
     for layer in weights:
       group = dst.create_group(layer)
+      names = []
       for name in weights[layer].attrs["weight_names"]:
         name = name.decode() if isinstance(name, bytes) else name
-        group[name + ":0"] = weights[layer][name][()]
+        # tf.keras 2 named DepthwiseConv2D's variable `depthwise_kernel`, Keras 3 `kernel`.
+        published = re.sub(r"(_dwconv2?)/kernel$", r"\1/depthwise_kernel", name) + ":0"
+        group[published] = weights[layer][name][()]
+        names.append(published)
+      group.attrs["weight_names"] = names
 
 
 @pytest.mark.parametrize("variant", list(RESOLUTIONS))
@@ -272,3 +288,138 @@ def test_strict_assign_reports_every_kind_of_problem():
   flat = strict.assign({"params/a": (2, 3)}, {"x": np.ones((3, 2), np.float64)},
                        {"x": strict.Rule("params/a", np.transpose)})
   assert flat["params/a"].shape == (2, 3) and flat["params/a"].dtype == np.float32
+
+
+# --- EfficientNetV2 (keras.applications.EfficientNetV2B0 … L). ---------------------------
+
+V2_RESOLUTIONS = {  # the first size is the one the reference is randomised at
+    "v2_b0": [(224, 224), (65, 97)], "v2_b1": [(97, 65)], "v2_b2": [(65, 97)],
+    "v2_b3": [(97, 65)], "v2_s": [(384, 384), (65, 97)], "v2_m": [(65, 97)],
+    "v2_l": [(65, 96)],
+}
+V2_LAYOUTS = {"v2_b1": "h5", "v2_b2": "keras", "v2_b3": "weights.h5", "v2_s": "h5",
+              "v2_m": "weights.h5", "v2_l": "weights.h5"}  # v2_b0: its fixture's weights.h5
+
+
+def keras_v2_model(variant, size, **kwargs):
+  constructor = getattr(keras.applications, f"EfficientNetV2{variant[3:].upper()}")
+  return constructor(weights=None, classifier_activation=None, input_shape=(*size, 3),
+                     **kwargs)
+
+
+def randomised_v2(variant, size, seed):
+  keras.utils.set_random_seed(seed)
+  rng = np.random.default_rng(seed)
+  model = keras_v2_model(variant, size)
+  batch = 2 if size[0] > 200 else 8  # enough positions for stable statistics
+  randomise(model, rng, rng.uniform(0, 255, (batch, *size, 3)).astype(np.float32))
+  return model
+
+
+@pytest.fixture(scope="module")
+def v2_b0_files(tmp_path_factory):
+  """A randomised Keras EfficientNetV2B0 at 224×224, saved in every layout read."""
+  model = randomised_v2("v2_b0", (224, 224), 20)
+  d = tmp_path_factory.mktemp("v2_b0")
+  paths = {"weights.h5": d / "v2_b0.weights.h5", "h5": d / "v2_b0.h5",
+           "keras": d / "v2_b0.keras", "published": d / "published.h5"}
+  model.save_weights(paths["weights.h5"])
+  model.save(paths["h5"])
+  model.save(paths["keras"])
+  _published_layout(paths["h5"], paths["published"])
+  return model, paths
+
+
+@pytest.mark.parametrize("variant", list(V2_RESOLUTIONS))
+def test_v2_logits_match_keras(variant, v2_b0_files, tmp_path):
+  seed = 20 + list(V2_RESOLUTIONS).index(variant)
+  sizes = V2_RESOLUTIONS[variant]
+  rng = np.random.default_rng(100 + seed)
+  images = [rng.uniform(0, 255, (2, *size, 3)).astype(np.float32) for size in sizes]
+  if variant == "v2_b0":
+    reference, paths = v2_b0_files
+    path = paths["weights.h5"]
+  else:
+    reference = randomised_v2(variant, sizes[0], seed)
+    layout = V2_LAYOUTS[variant]
+    path = tmp_path / f"{variant}.{layout}"
+    (reference.save_weights if layout == "weights.h5" else reference.save)(path)
+
+  variables, info = convert_keras.convert(str(path))  # variant (and family) inferred
+  assert (info.variant, info.family, info.num_classes) == (variant, "efficientnetv2", 1000)
+  assert (info.padding, info.bn_epsilon, info.source["format"]) == ("same", 1e-3, "keras")
+  # Keras's input layers: ImageNet mean/std for B0–B3, (x - 128) / 128 for S/M/L.
+  big = variant in ("v2_s", "v2_m", "v2_l")
+  expected_mean = (128.0,) * 3 if big else tuple(255 * m for m in (0.485, 0.456, 0.406))
+  expected_std = (128.0,) * 3 if big else tuple(255 * s for s in (0.229, 0.224, 0.225))
+  np.testing.assert_allclose(info.mean_rgb, expected_mean, rtol=1e-12)
+  np.testing.assert_allclose(info.stddev_rgb, expected_std, rtol=1e-12)
+  ours = info.model(depthwise_impl="xla" if big else "auto")
+  apply = jax.jit(lambda v, x: ours.apply(v, x, train=False))
+  for i, (size, x) in enumerate(zip(sizes, images)):
+    model = reference
+    if i:
+      model = keras_v2_model(variant, size)
+      model.load_weights(path)
+    expected = model(x, training=False).numpy()
+    got = np.asarray(apply(variables, normalize(info, x)))
+    assert 0.1 < np.abs(expected).max() < 100  # the comparison is meaningful
+    print(f"{variant} {size}: max |logit diff| {np.abs(got - expected).max():.2e}")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=f"{size}")
+
+
+def test_v2_every_layout_gives_the_same_variables(v2_b0_files):
+  model, paths = v2_b0_files
+  results = {name: converters.convert(str(p), "keras") for name, p in paths.items()}
+  first_variables, first = results["weights.h5"]
+  # A Fused-MBConv expansion (3×3, strided) and an MBConv depthwise kernel.
+  np.testing.assert_array_equal(
+      first_variables["params"]["blocks_1"]["expand_conv"]["conv"]["kernel"],
+      model.get_layer("block2a_expand_conv").get_weights()[0])
+  kernel = model.get_layer("block4a_dwconv2").get_weights()[0]  # (3, 3, 192, 1)
+  np.testing.assert_array_equal(
+      first_variables["params"]["blocks_5"]["depthwise_conv"]["kernel"][:, :, 0, :],
+      kernel[:, :, :, 0])
+  for name, (variables, info) in results.items():
+    assert (info.variant, info.family) == ("v2_b0", "efficientnetv2"), name
+    assert info.mean_rgb == first.mean_rgb and info.stddev_rgb == first.stddev_rgb
+    jax.tree.map(np.testing.assert_array_equal, variables, first_variables)
+
+
+@pytest.mark.parametrize("edit, message", ids=["missing", "extra", "wrong_shape"], argvalues=[
+    (lambda f: f.__delitem__("model_weights/block2a_expand_conv/block2a_expand_conv/kernel"),
+     "missing source tensor block2a_expand_conv/kernel for variable "
+     "params/blocks_1/expand_conv/conv/kernel (3, 3, 16, 64)"),
+    (lambda f: f.create_dataset("model_weights/block1a_dwconv2/block1a_dwconv2/kernel",
+                                data=np.zeros((3, 3, 32, 1))),
+     "unused source tensor block1a_dwconv2/kernel (3, 3, 32, 1)"),  # fused: no depthwise
+    (lambda f: (f.__delitem__("model_weights/block4a_dwconv2/block4a_dwconv2/kernel"),
+                f.create_dataset("model_weights/block4a_dwconv2/block4a_dwconv2/kernel",
+                                 data=np.zeros((5, 5, 192, 1)))),
+     "wrong shape: source tensor block4a_dwconv2/kernel (5, 5, 192, 1), transformed "
+     "(5, 5, 1, 192), for variable params/blocks_5/depthwise_conv/kernel (3, 3, 1, 192)"),
+])
+def test_v2_strict_errors_name_the_tensor(v2_b0_files, tmp_path, edit, message):
+  path = _mutated(v2_b0_files[1]["h5"], tmp_path / "bad.h5", edit)
+  with pytest.raises(ValueError) as error:
+    convert_keras.convert(path)
+  assert message in str(error.value)
+  assert str(error.value).startswith("1 problem(s)")
+
+
+@pytest.mark.parametrize("layout", ["h5", "weights.h5"])
+def test_wrong_family_is_refused(b0_files, v2_b0_files, layout):
+  """A V1 file named as V2 (and the reverse): the error names both variants, both families."""
+  with pytest.raises(ValueError) as error:
+    convert_keras.convert(str(b0_files[1][layout]), variant="v2_s")
+  assert str(error.value).startswith(
+      "variant='v2_s' (efficientnetv2) does not fit this file: its stem width, head width and "
+      "block count are those of 'b0' (efficientnet).\n")
+  assert "problem(s) converting weights" in str(error.value)
+  with pytest.raises(ValueError) as error:
+    convert_keras.convert(str(v2_b0_files[1][layout]), variant="b0")
+  assert str(error.value).startswith(
+      "variant='b0' (efficientnet) does not fit this file: its stem width, head width and "
+      "block count are those of 'v2_b0' (efficientnetv2).\n")
+  with pytest.raises(ValueError, match="'lite0' is an efficientnet_lite variant; Keras files"):
+    convert_keras.convert(str(v2_b0_files[1][layout]), variant="lite0")

@@ -1,22 +1,37 @@
-"""Keras-applications EfficientNet B0–B7 weights → our variables, read with h5py alone.
+"""Keras-applications EfficientNet B0–B7 and EfficientNetV2 B0–B3, S, M, L weights → ours.
 
-Layouts read:
+Read with h5py alone. Layouts read:
 * legacy HDF5: the published keras-applications files and Keras 3's `model.save("x.h5")`.
   Datasets are `<layer>/<layer>/<var>[:0]` (under `model_weights/` for a whole model),
-  e.g. `block2a_dwconv/block2a_dwconv/kernel`.
+  e.g. `block2a_dwconv/block2a_dwconv/kernel`; tf.keras 2 (the published files) names the
+  depthwise variable `depthwise_kernel`, Keras 3 `kernel`: both are read.
 * Keras 3 `model.save_weights("x.weights.h5")`, and the `model.weights.h5` inside a
   `.keras` archive: `layers/<class>[_<n>]/vars/<i>`. Layers are numbered per class in
   `model.layers` order, not named, so the names are recovered by replaying that order.
 
-Keras's input layers Rescaling(1/255) and Normalization are not in our model, which takes
-normalised images: the Normalization's mean and variance become `mean_rgb`/`stddev_rgb`
-(0–255 scale); feed our model `(image - mean_rgb) / stddev_rgb`.
+Layer names (`keras.applications.efficientnet` / `efficientnet_v2`): `stem_conv`,
+`stem_bn`, per block `block<stage><letter>_` + `expand_conv`, `expand_bn`, the depthwise
+`dwconv` (V1) or `dwconv2` (V2), `bn`, `se_reduce`, `se_expand`, `project_conv`,
+`project_bn`; then `top_conv`, `top_bn`, `predictions`. V2's Fused-MBConv blocks have no
+depthwise conv: `expand_conv` is the k×k conv (e≠1), or with e=1 `project_conv` is.
+The variant is inferred from the stem width, head width and block count (every block has
+one `project_conv`), across both families.
 
-Padding: Keras pads strided convolutions with ZeroPadding2D(correct_pad) and then 'valid'.
+Preprocessing. Keras's input layers are not in our model, which takes normalised images
+(feed it `(image - mean_rgb) / stddev_rgb`, 0–255 scale):
+* V1: Rescaling(1/255) + an adapted Normalization, whose mean and variance are in the
+  file and become `mean_rgb`/`stddev_rgb`;
+* V2 B0–B3: Rescaling(1/255) + Normalization with ImageNet's mean and std as constants
+  (not saved): ImageNet mean/std; V2 S/M/L: Rescaling(1/128, offset=-1): mean = std = 128.
+  A V2 model built with include_preprocessing=False expects the same, done by the caller.
+
+Padding: V1 pads strided convolutions with ZeroPadding2D(correct_pad) and then 'valid'.
 For a static input size that is TF 'same' exactly (pad k//2 on both sides for odd sizes,
-one less before for even sizes), so the converted model uses padding "same". A Keras model
+one less before for even sizes), so the converted model uses padding "same". A V1 model
 built with input_shape=(None, None, 3) cannot see the size and always pads as if even: at
-odd sizes it then matches neither our "same" nor "symmetric".
+odd sizes it then matches neither our "same" nor "symmetric". V2 uses padding="same" on
+every convolution (TF 'same' at any size). BatchNorm epsilon is Keras's default 1e-3 in
+both families (V2's momentum 0.9 only matters for training).
 """
 
 from __future__ import annotations
@@ -41,6 +56,11 @@ KERAS_EPSILON = 1e-7         # keras.backend.epsilon(): Normalization's floor on
 # Normalization *variance* (tensorflow/tensorflow#49930); Keras compensates with an unsaved
 # Rescaling(1/sqrt(std)) whenever it builds a model with weights="imagenet".
 PUBLISHED_VARIANCE = (0.229, 0.224, 0.225)
+# The families Keras builds, with the name of their depthwise conv layers.
+V1, V2 = "efficientnet", "efficientnetv2"
+_DEPTHWISE = {V1: "dwconv", V2: "dwconv2"}
+# V2 S/M/L: Rescaling(1/128, offset=-1) is (x - 128) / 128.
+V2_MEAN_RGB = V2_STDDEV_RGB = (128.0, 128.0, 128.0)
 
 _BN = converters.TF_BN  # Keras names BatchNorm variables as TF does
 _IGNORED = {
@@ -62,40 +82,57 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
             padding: str | None = None, bn_epsilon: float | None = None,
             resolution: int | None = None, crop_fraction: float | None = None
             ) -> tuple[dict[str, Any], weights_directory.WeightsInfo]:
-  """Convert a Keras EfficientNet weights file: (variables, info for `save_weights`).
+  """Convert a Keras EfficientNet or EfficientNetV2 weights file: (variables, info).
 
   Args:
     path: `.h5`, `.weights.h5` or `.keras` (see the module doc for the layouts).
-    variant: "b0" … "b7"; by default inferred from the shapes.
+    variant: "b0" … "b7", "v2_b0" … "v2_b3", "v2_s", "v2_m", "v2_l"; by default inferred
+      from the shapes.
     padding, bn_epsilon, resolution, crop_fraction: override what Keras implies ('same',
       1e-3, the variant's resolution, the reference's crop).
 
-  The info's `mean_rgb`/`stddev_rgb` are the file's Normalization layer (0–255 scale).
+  The info's `mean_rgb`/`stddev_rgb` are Keras's input preprocessing (module doc).
 
   Raises:
     ValueError: the file does not match the variant exactly (one message lists every
-      missing, unused and mis-shaped tensor), or no variant matches its shapes.
+      missing, unused and mis-shaped tensor, after naming the variant the file's shapes
+      fit if it is another one), no variant matches its shapes, or the variant is of a
+      family Keras does not build.
   """
   raw, layout = _read_tensors(path)
-  variant = converters.choose_variant(variant, lambda: _shapes(raw, layout))
+  named = variant
+  variant = converters.choose_variant(variant, lambda: _shapes(raw, layout), family_name=None,
+                                      squeeze_excite=True)  # keeps Lite/EdgeTPU out
+  family = registry.lookup(variant)[0].name
+  if family not in _DEPTHWISE:
+    raise ValueError(f"variant={variant!r} is an {family} variant; Keras files hold "
+                     f"{V1} (b0 … b7) or {V2} (v2_b0 … v2_l) weights")
   network = registry.variant_network(variant)
-  layers = _keras_layers(network)
+  layers = _keras_layers(network, family)
   tensors = _keras3_names(raw, layers) if layout == "keras3" else _legacy_names(raw)
   num_classes = int(np.shape(tensors["predictions/kernel"])[-1]) \
       if "predictions/kernel" in tensors else 0
   if not num_classes:
     layers = [layer for layer in layers if layer.name != "predictions"]
   expected = converters.variable_shapes(network, num_classes)
-  expected.update({"preprocessing/mean": (3,), "preprocessing/variance": (3,)})
-  flat = strict.assign(expected, tensors, _rules(layers), _IGNORED)
-  mean = flat.pop("preprocessing/mean")
-  variance = flat.pop("preprocessing/variance")
+  if family == V1:  # only V1 saves its (adapted) Normalization
+    expected.update({"preprocessing/mean": (3,), "preprocessing/variance": (3,)})
+  try:
+    flat = strict.assign(expected, tensors, _rules(layers), _IGNORED)
+  except ValueError as e:
+    if named:  # say what the file is, when the variant asked for is something else
+      raise ValueError(f"{_mismatch(variant, raw, layout)}{e}") from None
+    raise
+  if family == V1:
+    mean_rgb = _rgb(255.0 * flat.pop("preprocessing/mean"))
+    stddev_rgb = _rgb(keras_stddev(flat.pop("preprocessing/variance")))
+  else:
+    mean_rgb, stddev_rgb = v2_preprocessing(variant)
   info = converters.published_info(
       variant, num_classes, converters.TF_CONVENTION,
       {"format": "keras", "file": os.path.abspath(os.fspath(path))},
-      mean_rgb=_rgb(255.0 * mean), stddev_rgb=_rgb(keras_stddev(variance)),
-      padding=padding, bn_epsilon=bn_epsilon, resolution=resolution,
-      crop_fraction=crop_fraction)
+      mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, padding=padding, bn_epsilon=bn_epsilon,
+      resolution=resolution, crop_fraction=crop_fraction)
   return strict.unflatten(flat), info
 
 
@@ -113,6 +150,18 @@ def keras_stddev(variance: np.ndarray) -> np.ndarray:
   return 255.0 * stddev
 
 
+def v2_preprocessing(variant: str) -> tuple[tuple[float, float, float],
+                                            tuple[float, float, float]]:
+  """(mean_rgb, stddev_rgb) of Keras's EfficientNetV2 input layers for `variant`.
+
+  Keras picks them by model name: B variants ("efficientnetv2-b0") get V1's ImageNet
+  Normalization, as automl trained them ('effnetv1_autoaug'); the others (x - 128) / 128.
+  """
+  if re.fullmatch(r"v2_b\d", variant):
+    return weights_directory.IMAGENET_MEAN_RGB, weights_directory.IMAGENET_STDDEV_RGB
+  return V2_MEAN_RGB, V2_STDDEV_RGB
+
+
 def _read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
   """Every dataset in the file by its HDF5 path, and the layout: "legacy" or "keras3"."""
   if zipfile.is_zipfile(path):  # a .keras archive
@@ -126,22 +175,25 @@ def _read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], 
     return _datasets(root), layout
 
 
-def _keras_layers(network: architecture.Network) -> list[_Layer]:
-  """The layers with variables of Keras's EfficientNet, in `model.layers` order."""
+def _keras_layers(network: architecture.Network, family: str) -> list[_Layer]:
+  """The layers with variables of Keras's EfficientNet(V2), in `model.layers` order."""
   bn, bn_vars = "batch_normalization", _BN.variables
-  out = [_Layer("normalization", "normalization", ("mean", "variance", "count"), ""),
-         _Layer("stem_conv", "conv2d", ("kernel",), "stem_conv/conv"),
+  out = [_Layer("stem_conv", "conv2d", ("kernel",), "stem_conv/conv"),
          _Layer("stem_bn", bn, bn_vars, "stem_bn")]
+  if family == V1:  # V2's Normalization (B variants) holds constants, no variables
+    out.insert(0, _Layer("normalization", "normalization", ("mean", "variance", "count"), ""))
   first_of_stage: dict[int, int] = {}
   for b in network.blocks:
     first_of_stage.setdefault(b.stage, b.index)
     p = f"block{b.stage + 1}{chr(ord('a') + b.index - first_of_stage[b.stage])}_"
     q = f"blocks_{b.index}/"
-    if b.has_expand_conv:
+    if b.has_expand_conv:  # 1×1 in MBConv, k×k (with the stride) in Fused-MBConv
       out += [_Layer(p + "expand_conv", "conv2d", ("kernel",), q + "expand_conv/conv"),
               _Layer(p + "expand_bn", bn, bn_vars, q + "expand_bn")]
-    out += [_Layer(p + "dwconv", "depthwise_conv2d", ("kernel",), q + "depthwise_conv"),
-            _Layer(p + "bn", bn, bn_vars, q + "depthwise_bn")]
+    if b.kind == architecture.MBCONV:
+      out += [_Layer(p + _DEPTHWISE[family], "depthwise_conv2d", ("kernel",),
+                     q + "depthwise_conv"),
+              _Layer(p + "bn", bn, bn_vars, q + "depthwise_bn")]
     if b.se_channels:
       out += [_Layer(p + "se_reduce", "conv2d", ("kernel", "bias"), q + "se/reduce/conv"),
               _Layer(p + "se_expand", "conv2d", ("kernel", "bias"), q + "se/expand/conv")]
@@ -157,16 +209,40 @@ def _shapes(raw: dict[str, np.ndarray], layout: str) -> tuple[int, int, int]:
   if layout == "legacy":
     names = _legacy_names(raw)
     stem, head = names.get("stem_conv/kernel"), names.get("top_conv/kernel")
-    blocks = sum(1 for n in names if n.endswith("_dwconv/kernel"))
+    blocks = sum(1 for n in names if re.fullmatch(r"block\d+[a-z]+_project_conv/kernel", n))
   else:
-    convs = sum(1 for n in raw if re.fullmatch(r"layers/conv2d(_\d+)?/vars/0", n))
-    stem = raw.get("layers/conv2d/vars/0")  # Keras creates the stem conv first ...
-    head = raw.get(f"layers/conv2d_{convs - 1}/vars/0")  # ... and top_conv last
+    convs = [raw[n] for n in sorted(raw, key=_layer_number)
+             if re.fullmatch(r"layers/conv2d(_\d+)?/vars/0", n)]
+    # Keras creates the stem conv first and top_conv last.
+    stem, head = (convs[0], convs[-1]) if convs else (None, None)
+    # One block per depthwise conv (MBConv), or per k×k conv2d but the stem (Fused-MBConv:
+    # its k×k expansion or, with e=1, its k×k projection; every other conv2d is 1×1).
     blocks = sum(1 for n in raw if re.fullmatch(r"layers/depthwise_conv2d(_\d+)?/vars/0", n))
+    blocks += sum(1 for kernel in convs[1:] if np.shape(kernel)[0] > 1)
   if stem is None or head is None:
     raise ValueError("cannot infer the variant: the file has no stem_conv/top_conv kernel; "
                      "pass variant=")
   return np.shape(stem)[-1], np.shape(head)[-1], blocks
+
+
+def _layer_number(path: str) -> int:
+  """`layers/conv2d_12/vars/0` → 12 (`layers/conv2d/...` → 0): Keras's creation order."""
+  m = re.match(r"layers/[a-z_0-9]+?(?:_(\d+))?/vars/", path)
+  return int(m.group(1) or 0) if m else 0
+
+
+def _mismatch(variant: str, raw: dict[str, np.ndarray], layout: str) -> str:
+  """'variant=… (family) does not fit: the file's shapes are those of … (family)', or ''."""
+  try:
+    found = registry.infer_variant(*_shapes(raw, layout), family_name=None,
+                                   squeeze_excite=True)
+  except ValueError:
+    return ""
+  if found == variant:
+    return ""
+  family = lambda v: registry.lookup(v)[0].name
+  return (f"variant={variant!r} ({family(variant)}) does not fit this file: its stem width, "
+          f"head width and block count are those of {found!r} ({family(found)}).\n")
 
 
 def _rules(layers: list[_Layer]) -> dict[str, strict.Rule]:
@@ -196,6 +272,8 @@ def _legacy_names(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     layer, var = parts[0], parts[-1].split(":")[0]
     # Keras numbers the unnamed Normalization per session: normalization_1, _2, ...
     layer = re.sub(r"^normalization_\d+$", "normalization", layer)
+    if var == "depthwise_kernel":  # tf.keras 2's name for DepthwiseConv2D's kernel
+      var = "kernel"
     name = f"{layer}/{var}"
     out[name if name not in out else path] = value  # a clash stays visible, unmapped
   return out
