@@ -159,18 +159,18 @@ def published_info(variant: str, num_classes: int, convention: Convention,
   """The settings of a published variant's weights, as the reference evaluates them.
 
   Its size row (width, depth, dropout, evaluation and training resolution; `resolution`
-  overrides the evaluation one), the source's padding and epsilon, the
-  reference's center crop, ImageNet normalisation (AdvProp's [-1, 1] with `advprop`)
-  unless `mean_rgb`/`stddev_rgb` are given; padding, bn_epsilon, resolution and
-  crop_fraction override what the source implies.
+  overrides the evaluation one), the source's padding and epsilon, the reference's center
+  crop, the variant's normalisation (`registry`: ImageNet's for V1, (x - 127) / 128 for
+  Lite; AdvProp's [-1, 1] with `advprop`) unless `mean_rgb`/`stddev_rgb` are given;
+  padding, bn_epsilon, resolution and crop_fraction override what the source implies.
   """
   family, _ = registry.lookup(variant)
   size = family.variants[variant]
   if mean_rgb is None or stddev_rgb is None:
+    preprocessing = family.preprocessing_of(variant)
     mean_rgb, stddev_rgb = ((weights_directory.ADVPROP_MEAN_RGB,
                              weights_directory.ADVPROP_STDDEV_RGB) if advprop else
-                            (weights_directory.IMAGENET_MEAN_RGB,
-                             weights_directory.IMAGENET_STDDEV_RGB))
+                            (preprocessing.mean_rgb, preprocessing.stddev_rgb))
   return weights_directory.WeightsInfo(
       variant=variant, width=size.width, depth=size.depth, num_classes=num_classes,
       padding=convention.padding if padding is None else padding,
