@@ -354,6 +354,7 @@ def test_v2_logits_match_keras(variant, v2_b0_files, tmp_path):
   expected_std = (128.0,) * 3 if big else tuple(255 * s for s in (0.229, 0.224, 0.225))
   np.testing.assert_allclose(info.mean_rgb, expected_mean, rtol=1e-12)
   np.testing.assert_allclose(info.stddev_rgb, expected_std, rtol=1e-12)
+  assert info.crop_fraction == (1.0 if big else None)  # automl's: no crop at >= 320 pixels
   ours = info.model(depthwise_impl="xla" if big else "auto")
   apply = jax.jit(lambda v, x: ours.apply(v, x, train=False))
   for i, (size, x) in enumerate(zip(sizes, images)):

@@ -24,6 +24,8 @@ Preprocessing. Keras's input layers are not in our model, which takes normalised
 * V2 B0–B3: Rescaling(1/255) + Normalization with ImageNet's mean and std as constants
   (not saved): ImageNet mean/std; V2 S/M/L: Rescaling(1/128, offset=-1): mean = std = 128.
   A V2 model built with include_preprocessing=False expects the same, done by the caller.
+  The eval crop of V2 is automl's (the weights' source): none for S/M/L (crop_fraction
+  1.0 at 320 pixels and above), the reference's for B0–B3.
 
 Padding: V1 pads strided convolutions with ZeroPadding2D(correct_pad) and then 'valid'.
 For a static input size that is TF 'same' exactly (pad k//2 on both sides for odd sizes,
@@ -49,6 +51,7 @@ import numpy as np
 from efficientnet_jax.models import architecture, registry
 from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import strict
+from efficientnet_jax.weights import tf_checkpoint
 from efficientnet_jax.weights import weights_directory
 
 KERAS_EPSILON = 1e-7         # keras.backend.epsilon(): Normalization's floor on sqrt(variance)
@@ -128,6 +131,8 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
     stddev_rgb = _rgb(keras_stddev(flat.pop("preprocessing/variance")))
   else:
     mean_rgb, stddev_rgb = v2_preprocessing(variant)
+    # Keras's V2 weights are automl's: evaluated as automl does (no crop at ≥ 320 pixels).
+    crop_fraction = tf_checkpoint.automl_preprocessing(variant, resolution, crop_fraction)[2]
   info = converters.published_info(
       variant, num_classes, converters.TF_CONVENTION,
       {"format": "keras", "file": os.path.abspath(os.fspath(path))},
