@@ -122,6 +122,12 @@ def test_convert_script_writes_a_weights_directory(tmp_path):
       "b0", "symmetric", 1e-5, 256, 0.95)
   assert got.source["timm_name"] == "efficientnet_b0"
   jax.tree.map(np.testing.assert_array_equal, loaded, strict.unflatten(flat))
+  # Without the name the convention is unknown: a usage message asking for it, no traceback.
+  command = os.path.join(os.path.dirname(sys.executable), "efficientnet-convert")
+  done = subprocess.run([command, str(tmp_path / "b0.safetensors"), str(tmp_path / "w2"),
+                         "--format=timm"], cwd=ROOT, capture_output=True, text=True)
+  assert done.returncode == 1 and "--timm_name" in done.stderr, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr and not (tmp_path / "w2").exists()
 
 
 def test_imagenet_class_names_offline():

@@ -4,13 +4,18 @@
   efficientnet-convert model.safetensors weights/tf_b3 --format=timm \
       --timm_name=tf_efficientnet_b3
   efficientnet-convert efficientnetb0.h5 weights/keras_b0 --format=keras
+  efficientnet-convert hf_folder/ weights/v2_s --format=timm
+  efficientnet-convert efficientnet-b0-355c32eb.pth weights/ep_b0 --format=efficientnet_pytorch
 
-SRC: a Keras .h5/.weights.h5/.keras file, a tensorflow/tpu checkpoint directory or prefix,
-or a timm .safetensors/.pth file. DST: a new directory (Orbax checkpoint + model.json) that
-`efficientnet_jax.load`, efficientnet-predict, efficientnet-evaluate and
-`--config.init_from` read. The variant is inferred from the tensor shapes unless given.
-timm weights: the name decides padding and BN epsilon (tf_efficientnet_* → 'same', 1e-3;
-efficientnet_* → 'symmetric', 1e-5); without one the tf_ convention is assumed.
+SRC: a Keras .h5/.weights.h5/.keras file (V1 or V2), a tensorflow/tpu or google/automl
+checkpoint directory or prefix, a timm .safetensors/.pth file or timm Hugging Face folder
+(config.json + weights), or an efficientnet_pytorch .pth/.safetensors file. DST: a new
+directory (Orbax checkpoint + model.json) that `efficientnet_jax.load`, efficientnet-predict,
+efficientnet-evaluate and `--config.init_from` read. The variant (and its family) is
+inferred from the tensor names and shapes unless given. timm weights: the name decides
+padding and BN epsilon (tf_efficientnet_* → 'same', 1e-3; efficientnet_* → 'symmetric',
+1e-5); without one (and without timm's Hugging Face folder) the file is refused unless
+--padding and --bn_epsilon are given.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import weights_directory
 
 _FORMAT = flags.DEFINE_enum("format", None, list(converters.FORMATS), "Format of SRC.")
-_VARIANT = flags.DEFINE_string("variant", None, "b0 … l2; default: inferred from shapes.")
+_VARIANT = flags.DEFINE_string("variant", None, "b0 … l2, v2_s, lite0, edgetpu_s, …; default: "
+                               "inferred from names and shapes.")
 _TIMM_NAME = flags.DEFINE_string(
     "timm_name", None, "timm model name (tf_efficientnet_b3, efficientnet_b0.ra_in1k): "
     "sets padding/epsilon and AdvProp normalisation.")
@@ -55,15 +61,19 @@ def converter_options() -> dict[str, object]:
 
 def main(argv):
   if len(argv) != 3:
-    raise app.UsageError("usage: efficientnet-convert SRC DST --format=keras|tf|timm")
+    raise app.UsageError(
+        f"usage: efficientnet-convert SRC DST --format={'|'.join(converters.FORMATS)}")
   src, dst = argv[1:]
   options = converter_options()
   for flag, option in _FORMAT_FLAGS.items():  # refused rather than silently ignored
     if options[option] is not None and option not in converters.options(_FORMAT.value):
       takes = "|".join(f for f in converters.FORMATS if option in converters.options(f))
       raise app.UsageError(f"--{flag} is for --format={takes}")
-  variables, info = converters.convert(src, _FORMAT.value, **options)
-  weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
+  try:  # a file that does not fit: its message, not a traceback
+    variables, info = converters.convert(src, _FORMAT.value, **options)
+    weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   print(f"wrote {dst}: {json.dumps(info.to_json())}")
 
 
