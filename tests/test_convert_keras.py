@@ -14,10 +14,9 @@ with a static input size (test_correct_pad_is_same). At 225×257 every strided l
 an odd size, where 'same' and 'symmetric' coincide; the even sizes tell them apart.
 
 EfficientNetV2 (Keras's EfficientNetV2B0 … L, weights=None, randomised the same way, the
-variant and the family inferred): what runs, to keep CI time modest (about 80 s for V2):
-v2_b0 at its native 224×224 and at 65×97, v2_s at its native 384×384 and at 65×97 (every
-strided layer sees an odd size), v2_b1 and v2_b3 at 97×65, v2_b2 and v2_m at 65×97 (not
-at their native 240, 260, 300, 480), and v2_l at the reduced 65×96 (odd height, even
+variant and the family inferred): B0, B1, B2, B3, S and M at their native sizes (224,
+240, 260, 300, 384, 480) and at an odd one (65×97 or 97×65: every strided layer sees an
+odd size), and v2_l, to keep CI time modest, at the reduced 65×96 only (odd height, even
 width). Layouts: weights.h5 for b0, b3, m, l; legacy .h5 for b1, s; .keras for b2 (and
 all four for b0). Depthwise "auto" for B0–B3, "xla" for S/M/L. Keras's V2 inputs
 (ImageNet mean/std for B0–B3, (x - 128) / 128 for S/M/L) are checked as recorded.
@@ -293,9 +292,9 @@ def test_strict_assign_reports_every_kind_of_problem():
 # --- EfficientNetV2 (keras.applications.EfficientNetV2B0 … L). ---------------------------
 
 V2_RESOLUTIONS = {  # the first size is the one the reference is randomised at
-    "v2_b0": [(224, 224), (65, 97)], "v2_b1": [(97, 65)], "v2_b2": [(65, 97)],
-    "v2_b3": [(97, 65)], "v2_s": [(384, 384), (65, 97)], "v2_m": [(65, 97)],
-    "v2_l": [(65, 96)],
+    "v2_b0": [(224, 224), (65, 97)], "v2_b1": [(240, 240), (97, 65)],
+    "v2_b2": [(260, 260), (65, 97)], "v2_b3": [(300, 300), (97, 65)],
+    "v2_s": [(384, 384), (65, 97)], "v2_m": [(480, 480), (65, 97)], "v2_l": [(65, 96)],
 }
 V2_LAYOUTS = {"v2_b1": "h5", "v2_b2": "keras", "v2_b3": "weights.h5", "v2_s": "h5",
               "v2_m": "weights.h5", "v2_l": "weights.h5"}  # v2_b0: its fixture's weights.h5
