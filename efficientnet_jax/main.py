@@ -1,5 +1,7 @@
 """Training command line: `efficientnet-train --config=configs/b0.py --workdir=DIR`
-(the same as `python -m efficientnet_jax.main ...`).
+(the same as `python -m efficientnet_jax.main ...`). `--config` is a config file or, from
+an installed package too, a config or model name: `--config=demo`, `--config=v2_s`
+(see `efficientnet_jax.configs`).
 
 Any config value can be overridden, e.g. `--config.batch_size=1024`. A workdir that holds
 a checkpoint resumes from it.
@@ -27,7 +29,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from efficientnet_jax import host_memory
+from efficientnet_jax import configs, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -107,5 +109,19 @@ def main(argv):
     print(json.dumps({"final_" + k: v for k, v in results.items()}, sort_keys=True))
 
 
+def _resolve_config_flag(argv: list[str]) -> list[str]:
+  """argv with --config's name (demo, v2_s, …) replaced by the packaged file it means."""
+  resolved = list(argv)
+  for i, arg in enumerate(resolved):
+    try:
+      if arg.startswith("--config="):
+        resolved[i] = "--config=" + configs.resolve(arg[len("--config="):])
+      elif arg == "--config" and i + 1 < len(resolved):
+        resolved[i + 1] = configs.resolve(resolved[i + 1])
+    except ValueError as e:
+      sys.exit(f"error: {e}")
+  return resolved
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, argv=_resolve_config_flag(sys.argv))

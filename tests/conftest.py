@@ -67,7 +67,7 @@ def pytest_collection_finish(session):
 
 def tiny_config(data_dir, **overrides):
   """The demo config shrunk to compile and run in seconds; overrides by dotted key."""
-  from configs import demo
+  from efficientnet_jax.configs import demo
   config = demo.get_config()
   config.data_dir = data_dir
   config.model.width = 0.25
@@ -132,7 +132,7 @@ def tiny_digits_config(data_dir):
   Faster BN statistics (momentum 0.9) and a constant learning rate so that so few steps
   learn something (about 84% test top-1 with these settings).
   """
-  from configs import demo
+  from efficientnet_jax.configs import demo
   config = demo.get_config()
   config.data_dir = str(data_dir)
   config.model.width = config.model.depth = 0.25

@@ -6,12 +6,13 @@ import re
 
 import pytest
 
+from efficientnet_jax import configs
 from efficientnet_jax.config import validation
 from efficientnet_jax.models import convnet, registry
 from efficientnet_jax.research import sweep
 from conftest import REPO
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+CONFIGS = [os.path.join(configs.DIRECTORY, name + ".py") for name in configs.names()]
 # (config argument, family, variant, augmentation, RandAugment magnitude, Mixup/CutMix alpha)
 RECIPES = [
     *((f"b{k}.py", "efficientnet", f"b{k}", "autoaugment", 10, 0.0) for k in range(8)),
@@ -62,3 +63,33 @@ def test_augmentation_can_be_turned_off_from_the_command_line():
                              ["--config.input.augment=none"])
   validation.validate(config)
   assert config.input.augment == "none"
+
+
+def test_the_checkout_configs_folder_is_the_packaged_one():
+  assert sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))) == sorted(
+      os.path.join(REPO, "configs", os.path.basename(path)) for path in
+      [*CONFIGS, os.path.join(configs.DIRECTORY, "__init__.py")])
+  assert len(CONFIGS) == 14
+
+
+@pytest.mark.parametrize("name, file, arg", [
+    ("demo", "demo.py", None), ("efficientnetv2:v2_m", "efficientnetv2.py", "v2_m"),
+    ("configs/b0.py", "b0.py", None), ("v2_s", "efficientnetv2.py", "v2_s"),
+    ("lite0", "efficientnet_lite.py", "lite0"), ("b8", "efficientnet.py", "b8"),
+    ("edgetpu_l", "efficientnet_edgetpu.py", "edgetpu_l"), ("b3", "b3.py", None)])
+def test_config_names_resolve_to_the_packaged_files(name, file, arg, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # outside the checkout, as an installed package runs
+  resolved = configs.resolve(name)
+  assert resolved == os.path.join(configs.DIRECTORY, file) + (f":{arg}" if arg else "")
+  config = sweep.load_config(name)
+  if arg:
+    assert config.model.variant == arg
+
+
+def test_a_config_path_that_exists_is_kept_and_a_bad_name_lists_the_choices(tmp_path):
+  own = tmp_path / "my_config.py"
+  own.write_text("")
+  assert configs.resolve(f"{own}:x") == f"{own}:x"
+  with pytest.raises(ValueError, match=r"'resnet50' is not a config name \(b0, .*demo.*\) "
+                     r"or a model name \(b0, .*v2_s.*lite0.*edgetpu_l\)"):
+    configs.resolve("resnet50")  # a baseline family: no training config of its own

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from efficientnet_jax.models import registry, scaling
-from configs import efficientnet as efficientnet_config
+from efficientnet_jax.configs import efficientnet as efficientnet_config
 
 
 def test_round_filters_reference_values():

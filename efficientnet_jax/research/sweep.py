@@ -34,6 +34,7 @@ from etils import epath
 import ml_collections
 from ml_collections import config_flags
 
+from efficientnet_jax import configs
 from efficientnet_jax.models import costs, registry, scaling
 from efficientnet_jax.training import metrics_log
 
@@ -50,10 +51,7 @@ EFFICIENTNET = registry.DEFAULT_FAMILY
 
 def load_config(config_arg: str, flag_args: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config `main.py --config=config_arg *flag_args` would train."""
-  path = config_arg.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise ValueError(f"--config: no config file {path!r}")
-  argv = ["sweep", f"--config={config_arg}", *flag_args]
+  argv = ["sweep", f"--config={configs.resolve(config_arg)}", *flag_args]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "Base config.", flag_values=values,
                                   lock_config=True, sys_argv=argv)
