@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
 from typing import Any, NamedTuple, Sequence, Union
 
@@ -23,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from efficientnet_jax.training import checkpointing
+from efficientnet_jax import model_api
 from efficientnet_jax.config import defaults
 from efficientnet_jax.data import preprocessing
+from efficientnet_jax.model_api import is_workdir, read_info  # noqa: F401  (public here too)
 from efficientnet_jax.models import convnet
 from efficientnet_jax.weights import weights_directory
 
@@ -41,42 +40,13 @@ class Prediction(NamedTuple):
   probability: float
 
 
-def is_workdir(path: str | os.PathLike[str]) -> bool:
-  return os.path.isdir(os.path.join(os.fspath(path), "checkpoints"))
-
-
-def read_info(path: str | os.PathLike[str]) -> weights_directory.WeightsInfo:
-  """The settings of a weights directory or a training workdir, without reading weights."""
-  path = os.path.abspath(os.fspath(path))  # Orbax reads no metadata from relative paths
-  if not is_workdir(path):
-    return weights_directory.read_info(path)
-  config_path = os.path.join(path, "config.json")
-  if not os.path.isfile(config_path):
-    raise ValueError(f"workdir {path} has no config.json")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  step = _latest_step(path)
-  # The class count from the checkpoint's metadata: config.model.num_classes may be None.
-  state = ocp.StandardCheckpointer().metadata(
-      os.path.join(path, "checkpoints", str(step), "state")).item_metadata
-  classifier = state["ema_params"].get("classifier")
-  num_classes = int(classifier["bias"].shape[0]) if classifier else 0
-  return weights_directory.WeightsInfo.from_config(
-      config, num_classes, source={"format": "workdir", "file": os.path.abspath(path),
-                                   "step": str(step)})
-
-
 def load(path: str | os.PathLike[str], **model_overrides: Any) -> Loaded:
-  """(model, {'params', 'batch_stats'}, info) of a weights directory or training workdir.
+  """(model, {'params', 'batch_stats'}, info) of a weights directory or training workdir
+  (`create_model(weights=path)`).
 
   `model_overrides` set `ConvNet` attributes such as dtype or depthwise_impl.
   """
-  info = read_info(path)
-  if is_workdir(path):
-    variables = jax.tree.map(np.asarray, checkpointing.load_variables(os.fspath(path)))
-  else:
-    variables, _ = weights_directory.load_weights(path)
-  return info.model(**model_overrides), variables, info
+  return tuple(model_api.create_model(weights=path, **model_overrides))
 
 
 def preprocess(images: Image | Sequence[Image], info: weights_directory.WeightsInfo) -> np.ndarray:
@@ -202,11 +172,3 @@ def evaluate(weights: str | os.PathLike[str], dataset: str = "imagenet2012",
   variables = jax.device_put(variables, sharding.replicated(mesh))
   return evaluator.Evaluator(model, config, mesh, info.resolution).evaluate(
       variables["params"], variables["batch_stats"])
-
-
-def _latest_step(workdir: str) -> int:
-  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as manager:
-    step = manager.latest_step()
-  if step is None:
-    raise ValueError(f"workdir {workdir} has no checkpoint yet")
-  return step

@@ -38,6 +38,8 @@ class ConvNet(nn.Module):
     bn_frozen: normalise with the running statistics and never update them, in training
       too (fine-tuning); dropout and drop path still follow `train`.
     bn_axis_name / bn_axis_index_groups: sync BN statistics across a named axis.
+    features_only: a backbone: return only the feature maps (as `return_features` names
+      them) and create no classifier.
   """
 
   network: architecture.Network
@@ -53,13 +55,15 @@ class ConvNet(nn.Module):
   bn_frozen: bool = False
   bn_axis_name: str | None = None
   bn_axis_index_groups: Sequence[Sequence[int]] | None = None
+  features_only: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False, return_features: bool = False
-               ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+               ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]] | dict[str, jax.Array]:
     """Logits (pooled features with num_classes=0); with `return_features`, also the
     feature maps `architecture.feature_info(self.network)` describes, by name (a
-    detection or segmentation backbone's multi-scale outputs)."""
+    detection or segmentation backbone's multi-scale outputs); with `features_only`,
+    the feature maps alone."""
     net, arch = self.network, self.network.architecture
     _check_input(images, net.total_stride)
     options = blocks.LayerOptions(
@@ -80,6 +84,9 @@ class ConvNet(nn.Module):
       maps[stride] = x  # the last map at each stride is kept
     if net.head_channels:
       x = options.conv_bn(x, net.head_channels, "head", train, activation=arch.activation)
+    features = {**{f"stride_{s}": m for s, m in maps.items()}, "pre_pool": x}
+    if self.features_only:
+      return features
     pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes == 0:
       out = pooled
@@ -87,9 +94,7 @@ class ConvNet(nn.Module):
       out = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
       out = nn.Dense(self.num_classes, dtype=jnp.float32,
                      kernel_init=layers.dense_kernel_init, name="classifier")(out)
-    if not return_features:
-      return out
-    return out, {**{f"stride_{s}": m for s, m in maps.items()}, "pre_pool": x}
+    return (out, features) if return_features else out
 
 
 def remat_call(block: nn.Module, x: jax.Array, policy: str) -> jax.Array:

@@ -84,7 +84,8 @@ class WeightsInfo:
     """Our model with these settings; `overrides` set other ConvNet attributes
     (dtype, depthwise_impl, ...)."""
     settings = dict(num_classes=self.num_classes, dropout_rate=self.dropout_rate,
-                    padding=self.padding, bn_epsilon=self.bn_epsilon)
+                    padding=self.padding, bn_epsilon=self.bn_epsilon,
+                    bn_momentum=registry.family(self.family).bn_momentum)
     return convnet.ConvNet(self.network, **{**settings, **overrides})
 
   def update_config(self, config: ml_collections.ConfigDict) -> None:
