@@ -20,6 +20,7 @@ OWN_FLAG = {
     "efficientnet-grid-search": "--report_only", "efficientnet-latency": "--models",
     "efficientnet-benchmark": "--peer", "efficientnet-benchmark-input": "--num_images",
     "efficientnet-prepare-imagenet": "--data_dir",
+    "efficientnet-export": "--include_preprocessing", "efficientnet-plot": "--x_axis",
 }
 
 
