@@ -9,6 +9,9 @@ a checkpoint resumes from it.
 Several processes (hosts) train one model with `--distributed`: each runs the same command
 with its own `--process_id` (TPU pods, SLURM and Open MPI fill these in themselves).
 
+The terminal shows a progress bar, one line per evaluation and a final summary; every log
+line goes to <workdir>/train.log (`--verbose`: to the terminal too, as absl logs).
+
 Exit status: 0 finished; 75 stopped by SIGTERM after saving a checkpoint (rerun to
 resume); 76 stopped on a non-finite loss (the last checkpoint is kept); 77 a multi-process
 run lost another process (rerun all of them to resume); 1 any other error (e.g. a bad
@@ -25,11 +28,12 @@ import json
 import logging as python_logging
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from efficientnet_jax import configs, host_memory
+from efficientnet_jax import configs, host_memory, terminal
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -48,6 +52,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     "heartbeat_timeout_s", 100, "With --distributed: a process silent this long counts as "
     "dead, and the others stop with an error instead of waiting for it (100: JAX's default).")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Every log line on the terminal (no progress bar) and the final "
+    "results as one JSON line, instead of the progress bar and a summary.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (schedulers may requeue on it)
@@ -66,7 +73,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   host_memory.reexec_with_fast_malloc()
-  logging.get_absl_handler().addFilter(_QuietCheckpointing())
+  start_time = time.time()
   # Python's garbage collector, run over the millions of objects TensorFlow's and JAX's
   # imports create, took ~2.5 s of a ~10 s start: off while importing, then those objects
   # are frozen (never scanned again). A 20-step tiny run: 36–39 s → 29–33 s.
@@ -77,9 +84,15 @@ def main(argv):
     jax.distributed.initialize(
         coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
-  from efficientnet_jax.data import tf_devices
-  tf_devices.hide_accelerators_from_tf()  # TF only reads data here: the devices are JAX's
-  from efficientnet_jax.training import preemption, train_step, trainer
+  log_file = None if _VERBOSE.value else _log_file(
+      _WORKDIR.value, jax.process_index() if _DISTRIBUTED.value else 0)
+  if log_file:
+    terminal.quiet_output(log_file)
+  terminal.add_log_filter(_QuietCheckpointing())
+  with terminal.native_stderr_into_log():
+    from efficientnet_jax.data import tf_devices
+    tf_devices.hide_accelerators_from_tf()  # TF only reads data here: the devices are JAX's
+    from efficientnet_jax.training import preemption, train_step, trainer
   gc.freeze()
   gc.enable()
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
@@ -105,8 +118,24 @@ def main(argv):
     # Not sys.exit: jax.distributed's exit handler would wait for the lost process at a
     # shutdown barrier until the heartbeat timeout, then abort over this message.
     os._exit(EXIT_LOST_PROCESS)
-  if jax.process_index() == 0:
+  if jax.process_index() != 0:
+    return
+  if not log_file:
     print(json.dumps({"final_" + k: v for k, v in results.items()}, sort_keys=True))
+  else:
+    from efficientnet_jax.training import run_summary
+    print(run_summary.final_summary(_CONFIG.value, _WORKDIR.value, results,
+                                    time.time() - start_time, log_file))
+
+
+def _log_file(workdir: str, process_index: int) -> str | None:
+  """<workdir>/train.log (train.<i>.log for process i > 0); None for a remote workdir
+  (gs://…), whose run logs to the terminal as with --verbose: Python's file logging
+  writes local files only."""
+  if "://" in workdir:
+    return None
+  return os.path.join(workdir, "train.log" if process_index == 0
+                      else f"train.{process_index}.log")
 
 
 def _resolve_config_flag(argv: list[str]) -> list[str]:

@@ -79,8 +79,11 @@ def command(image_root: str, workdir: str, **overrides) -> list[str]:
       "schedule.warmup_epochs": 0.0, "optimizer.base_learning_rate": 0.1,
   }
   settings.update(overrides)
+  # --verbose: the log lines (and the final JSON line) on stdout/stderr, where these
+  # tests read them.
   return ([sys.executable, "-m", "efficientnet_jax.main", "--config=configs/demo.py",
-           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in settings.items()])
+           f"--workdir={workdir}", "--verbose"]
+          + [f"--config.{k}={v}" for k, v in settings.items()])
 
 
 def start(args: list[str], devices: int, log: str) -> subprocess.Popen:

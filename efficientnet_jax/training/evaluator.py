@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import tensorflow as tf
 
+from efficientnet_jax import terminal
 from efficientnet_jax.data import input_pipeline, preprocessing
 from efficientnet_jax.training import sharding
 from efficientnet_jax.training.train_step import cross_entropy
@@ -73,7 +74,9 @@ class Evaluator:
     with the example and batch counts."""
     dataset, num_batches = self.dataset()
     totals = None
-    for batch in dataset.as_numpy_iterator():
+    for batch in terminal.progress(dataset.as_numpy_iterator(), total=num_batches,
+                                   desc="eval", unit="batch", leave=False,
+                                   enabled=jax.process_index() == 0):
       sums = self._step(params, batch_stats, sharding.global_batch(batch, self.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
@@ -81,3 +84,12 @@ class Evaluator:
     return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
             "loss": float(totals["loss"]) / count, "num_examples": count,
             "num_batches": num_batches}
+
+
+def describe(results: dict[str, float], prefix: str = "eval_") -> str:
+  """'top-1 97.50% (351/360), top-5 99.72%, loss 0.105' from `evaluate`'s results (keys
+  with `prefix`)."""
+  count = int(results[f"{prefix}num_examples"])
+  return (f"top-1 {results[f'{prefix}top1']:.2%} "
+          f"({round(results[f'{prefix}top1'] * count)}/{count}), "
+          f"top-5 {results[f'{prefix}top5']:.2%}, loss {results[f'{prefix}loss']:.3f}")

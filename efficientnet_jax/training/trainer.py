@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from efficientnet_jax import terminal
 from efficientnet_jax.config import validation
 from efficientnet_jax.data import input_pipeline
 from efficientnet_jax.models import registry
@@ -151,6 +152,9 @@ class _Run:
     self.progress = periodic_actions.ReportProgress(num_train_steps=self.num_steps,
                                                     writer=self.writer)
     self.hooks = [self.progress] if is_main else []
+    self.bar = terminal.progress(total=self.num_steps, initial=self.start_step,
+                                 desc=f"train {config.model.variant}", unit="step",
+                                 enabled=is_main)
 
     self.eval_results: dict[str, float] = {}
     self.pending_metrics: list[dict[str, jax.Array]] = []  # device arrays, since last log
@@ -163,6 +167,7 @@ class _Run:
   def __exit__(self, *exc_info) -> None:
     self.checkpoints.close()  # waits for async saves: a started checkpoint is completed
     self.writer.flush()
+    self.bar.close()
 
   def train(self, step: int) -> None:
     """Runs train step `step` on the next global batch; its metrics stay on the device."""
@@ -172,6 +177,7 @@ class _Run:
     self.pending_metrics.append(metrics)  # fetched only when logged: no host sync per step
     for hook in self.hooks:
       hook(step)
+    self.bar.update()
 
   def log(self, step: int) -> None:
     """Writes the mean of the train metrics since the last log, with throughput."""
@@ -185,6 +191,8 @@ class _Run:
                                     / max(now - self.last_log_time, 1e-9))
     summary["epoch"] = step / self.steps_per_epoch
     self.last_log_time, self.last_log_step, self.pending_metrics = now, step, []
+    self.bar.set_postfix(loss=f"{summary['loss']:.3f}", epoch=f"{summary['epoch']:.1f}",
+                         refresh=False)
     self.writer.write_scalars(step, {f"train_{k}" if k != "epoch" else k: v
                                      for k, v in summary.items()})
     if self.jsonl:
@@ -203,6 +211,8 @@ class _Run:
     self.writer.write_scalars(step, results)
     if self.jsonl:
       self.jsonl.write(step, results)
+      terminal.say(f"step {step} (epoch {results['epoch']:.1f}): "
+                   + evaluator.describe(results))
     self.eval_results = results
 
   def save_best(self, step: int) -> None:
