@@ -15,17 +15,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from efficientnet_jax import terminal
 from efficientnet_jax.data import input_pipeline, preprocessing
-from efficientnet_jax.training import sharding
+from efficientnet_jax.training import confusion_matrix, sharding
 from efficientnet_jax.training.train_step import cross_entropy
 
 
 def eval_step(params: Any, batch_stats: Any, batch: dict[str, jax.Array], *, model: nn.Module,
               config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Sums over the real (mask True) examples of the batch: loss, top-1, top-5, count."""
+  """Sums over the real (mask True) examples of the batch: loss, top-1, top-5, count, and
+  the confusion matrix (true class × predicted class) for up to 100 classes."""
   images = preprocessing.normalize(batch["image"], config.input.mean_rgb,
                                    config.input.stddev_rgb)
   logits = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
@@ -33,10 +35,14 @@ def eval_step(params: Any, batch_stats: Any, batch: dict[str, jax.Array], *, mod
   loss = cross_entropy(logits, labels, model.num_classes, 0.0)
   k = min(5, model.num_classes)
   top5 = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
-  return {"loss": jnp.sum(loss * mask),
-          "top1": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+  predictions = jnp.argmax(logits, -1)
+  sums = {"loss": jnp.sum(loss * mask),
+          "top1": jnp.sum((predictions == labels) * mask),
           "top5": jnp.sum(top5 * mask),
           "count": jnp.sum(mask)}
+  if model.num_classes <= confusion_matrix.MAX_CLASSES:
+    sums["confusion"] = jnp.zeros((model.num_classes,) * 2).at[labels, predictions].add(mask)
+  return sums
 
 
 class Evaluator:
@@ -57,6 +63,8 @@ class Evaluator:
                          in_shardings=(replicated, replicated, sharding.batch_sharding(mesh)),
                          out_shardings=replicated)
     self._cached_dataset: tuple[tf.data.Dataset, int] | None = None
+    # Counts [true class, predicted class] of the last evaluation; None beyond 100 classes.
+    self.confusion_matrix: np.ndarray | None = None
 
   def dataset(self) -> tuple[tf.data.Dataset, int]:
     """This process's eval batches and their count (see `input_pipeline.create_eval_dataset`)."""
@@ -80,6 +88,8 @@ class Evaluator:
       sums = self._step(params, batch_stats, sharding.global_batch(batch, self.mesh))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
+    confusion = totals.pop("confusion", None)
+    self.confusion_matrix = None if confusion is None else np.rint(confusion).astype(np.int64)
     count = float(totals["count"])
     return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
             "loss": float(totals["loss"]) / count, "num_examples": count,

@@ -27,8 +27,11 @@ from efficientnet_jax import terminal
 from efficientnet_jax.config import validation
 from efficientnet_jax.data import input_pipeline
 from efficientnet_jax.models import registry
-from efficientnet_jax.training import (checkpointing, evaluator, freezing, metrics_log,
-                                       optimizers, preemption, sharding, train_step)
+from efficientnet_jax.training import (checkpointing, confusion_matrix, evaluator, freezing,
+                                       metrics_log, optimizers, preemption, sharding,
+                                       train_step)
+
+NUM_LOGGED_IMAGES = 8  # training images shown in TensorBoard at the first step
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -172,7 +175,11 @@ class _Run:
   def train(self, step: int) -> None:
     """Runs train step `step` on the next global batch; its metrics stay on the device."""
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = sharding.global_batch(next(self.train_batches), self.mesh)
+      host_batch = next(self.train_batches)
+      if step == 1 and self.jsonl:  # what the model sees, after augmentation
+        self.writer.write_images(step, {"train/augmented_images":
+                                        host_batch["image"][:NUM_LOGGED_IMAGES]})
+      batch = sharding.global_batch(host_batch, self.mesh)
       self.state, metrics = self.step_fn(self.state, batch, self.dropout_rng)
     self.pending_metrics.append(metrics)  # fetched only when logged: no host sync per step
     for hook in self.hooks:
@@ -204,11 +211,17 @@ class _Run:
     with self.progress.timed("eval"):
       results = {f"eval_{k}": v for k, v in self.evaluator.evaluate(
           state.ema_params, state.ema_batch_stats).items()}
+      confusion = self.evaluator.confusion_matrix
       if config.eval_raw_weights and config.ema_decay:
         results.update({f"eval_raw_{k}": v for k, v in self.evaluator.evaluate(
             state.params, state.batch_stats).items()})
     results["epoch"] = step / self.steps_per_epoch
     self.writer.write_scalars(step, results)
+    if self.jsonl and confusion is not None:
+      self.writer.write_images(step, {"eval/confusion_matrix":
+                                      confusion_matrix.image(confusion)[None]})
+      self.writer.write_texts(step, {"eval/confusion_counts":
+                                     confusion_matrix.markdown(confusion)})
     if self.jsonl:
       self.jsonl.write(step, results)
       terminal.say(f"step {step} (epoch {results['epoch']:.1f}): "
