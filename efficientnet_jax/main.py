@@ -33,7 +33,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from efficientnet_jax import configs, host_memory, terminal
+from efficientnet_jax import compilation_cache, configs, host_memory, terminal
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -84,6 +84,7 @@ def main(argv):
     jax.distributed.initialize(
         coordinator_address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value)
+  compilation_cache.enable()  # a restarted run loads its compiled steps from disk
   log_file = None if _VERBOSE.value else _log_file(
       _WORKDIR.value, jax.process_index() if _DISTRIBUTED.value else 0)
   if log_file:

@@ -23,11 +23,17 @@ _quiet = False
 _log_file: Optional[str] = None
 
 
-def quiet_output(log_file: str) -> None:
-  """Log lines to `log_file` (appended), only warnings and errors to stderr."""
+VERBOSE_HELP = "Every log line on the terminal, instead of progress bars and summaries."
+
+
+def quiet_output(log_file: Optional[str] = None) -> None:
+  """Log lines to `log_file` (appended; None: not kept), only warnings and errors to
+  stderr."""
   global _quiet, _log_file
   _quiet, _log_file = True, log_file
   logging.get_absl_handler().setLevel(python_logging.WARNING)
+  if log_file is None:
+    return
   os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
   handler = python_logging.FileHandler(log_file)
   handler.setFormatter(logging.PythonFormatter())
@@ -37,14 +43,14 @@ def quiet_output(log_file: str) -> None:
 @contextlib.contextmanager
 def native_stderr_into_log() -> Iterator[None]:
   """With quiet output, the process's stderr (file descriptor 2) goes into the log file
-  inside the block. Import TensorFlow in it: its C++ library prints notices (oneDNN)
+  (or nowhere) inside the block. Import TensorFlow in it: its C++ library prints notices (oneDNN)
   straight to stderr while loading, before any log level applies."""
-  if _log_file is None:
+  if not _quiet:
     yield
     return
   sys.stderr.flush()
   saved = os.dup(2)
-  with open(_log_file, "a") as log:
+  with open(_log_file or os.devnull, "a") as log:
     os.dup2(log.fileno(), 2)
   try:
     yield

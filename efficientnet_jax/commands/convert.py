@@ -24,6 +24,7 @@ import json
 
 from absl import app, flags
 
+from efficientnet_jax import terminal
 from efficientnet_jax.weights import converters
 from efficientnet_jax.weights import weights_directory
 
@@ -45,6 +46,7 @@ _CROP_FRACTION = flags.DEFINE_float(
     "crop_fraction", None, "Record a center crop of this fraction of the short side "
     "(timm's crop_pct) instead of the reference's resolution/(resolution+32).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace DST if it exists.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, terminal.VERBOSE_HELP)
 flags.mark_flag_as_required("format")
 # Flags that only some formats take → the converter option each sets.
 _FORMAT_FLAGS = {"timm_name": "timm_name", "advprop": "advprop", "raw_weights": "use_ema"}
@@ -69,9 +71,16 @@ def main(argv):
     if options[option] is not None and option not in converters.options(_FORMAT.value):
       takes = "|".join(f for f in converters.FORMATS if option in converters.options(f))
       raise app.UsageError(f"--{flag} is for --format={takes}")
+  if not _VERBOSE.value:
+    terminal.quiet_output()
   try:  # a file that does not fit: its message, not a traceback
-    variables, info = converters.convert(src, _FORMAT.value, **options)
-    weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
+    with terminal.progress(total=2, desc="convert", unit="step") as bar:
+      bar.set_postfix_str(f"reading {src}")
+      variables, info = converters.convert(src, _FORMAT.value, **options)
+      bar.update()
+      bar.set_postfix_str(f"writing {dst}")
+      weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
+      bar.update()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print(f"wrote {dst}: {json.dumps(info.to_json())}")

@@ -14,8 +14,7 @@ import json
 
 from absl import app, flags
 
-from efficientnet_jax import inference
-from efficientnet_jax.data import tf_devices
+from efficientnet_jax import compilation_cache, terminal
 
 _WEIGHTS = flags.DEFINE_string("weights", None,
                                "Converted-weights directory or training workdir.")
@@ -23,15 +22,25 @@ _DATASET = flags.DEFINE_string("dataset", "imagenet2012", "tfds dataset name.")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split to evaluate on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 250, "Global eval batch size.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, terminal.VERBOSE_HELP)
 flags.mark_flag_as_required("weights")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  tf_devices.hide_accelerators_from_tf()
+  if not _VERBOSE.value:
+    terminal.quiet_output()
+  with terminal.native_stderr_into_log():
+    from efficientnet_jax import inference
+    from efficientnet_jax.data import tf_devices
+    tf_devices.hide_accelerators_from_tf()
+  compilation_cache.enable()
   results = inference.evaluate(_WEIGHTS.value, _DATASET.value, _SPLIT.value, _DATA_DIR.value,
                                _BATCH_SIZE.value)
+  from efficientnet_jax.training import evaluator
+  terminal.say(f"{_WEIGHTS.value} on {_DATASET.value} {_SPLIT.value}: "
+               + evaluator.describe(results, prefix=""))
   print(json.dumps({"weights": _WEIGHTS.value, "dataset": _DATASET.value,
                     "split": _SPLIT.value, **results}, sort_keys=True))
 

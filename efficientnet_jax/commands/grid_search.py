@@ -15,10 +15,12 @@ candidates. For a cluster, launch the same grid with `efficientnet-sweep --grid=
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
 
+from efficientnet_jax import terminal
 from efficientnet_jax.research import paper_tables, sweep_results, sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Base config file, optionally with :ARG.")
@@ -35,6 +37,7 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the candidates; train nothi
 flags.DEFINE_alias("dry-run", "dry_run")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "Rank the candidates already in --sweep_dir; train nothing.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, terminal.VERBOSE_HELP)
 flags.mark_flag_as_required("sweep_dir")
 
 
@@ -53,6 +56,8 @@ def main(argv):
     if _DRY_RUN.value:
       return
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, _OVERRIDE.value)
+    if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
+      terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
     failures = sweep.run_local(runs, _CONFIG.value, _OVERRIDE.value)
     if failures:
       print(f"{len(failures)} candidate(s) failed: {', '.join(failures)}\n")

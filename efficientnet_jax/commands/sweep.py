@@ -43,6 +43,7 @@ import sys
 
 from absl import app, flags
 
+from efficientnet_jax import terminal
 from efficientnet_jax.research import paper_tables, sweep_results, sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Base config file, optionally with :ARG.")
@@ -80,6 +81,7 @@ _ACCOUNT = flags.DEFINE_string("account", None, "SLURM account.")
 _TIME = flags.DEFINE_string("time", None, "SLURM time limit per run, e.g. 48:00:00.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 0,
                                      "SLURM: at most this many runs at once (0: no limit).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, terminal.VERBOSE_HELP)
 flags.mark_flags_as_required(["config", "sweep_dir"])
 
 
@@ -113,6 +115,8 @@ def main(argv):
                         *sweep.main_args(run, _CONFIG.value, overrides)]))
       return
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, overrides)
+    if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
+      terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
     failures = sweep.run_local(runs, _CONFIG.value, overrides,
                                python=_PYTHON.value or sys.executable)
     # Everything ran here: the tables and figures can be made at once.
@@ -129,6 +133,8 @@ def main(argv):
         print(f"# {c.run.name} on {c.tpu}\n{c.shell()}")
       return
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, overrides)
+    if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
+      terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
     failures = sweep.run_tpu(commands)
   else:
     script = sweep.slurm_script(
@@ -141,6 +147,8 @@ def main(argv):
       print(script)
       return
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, overrides)
+    if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
+      terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
     path = os.path.join(_SWEEP_DIR.value, "sweep.sbatch")
     print(f"{path}: {sweep.submit_slurm(script, path)}")
     return

@@ -34,7 +34,7 @@ from etils import epath
 import ml_collections
 from ml_collections import config_flags
 
-from efficientnet_jax import configs
+from efficientnet_jax import configs, terminal
 from efficientnet_jax.models import costs, registry, scaling
 from efficientnet_jax.training import metrics_log
 
@@ -42,6 +42,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_MODULE = "efficientnet_jax.main"
 MANIFEST = "sweep.json"
 DONE_FILE = "done.json"   # written by the local backend after a run finished
+_POLL_SECONDS = 2.0       # how often the local backend's bar reads a run's metrics.jsonl
 DIMENSIONS = ("width", "depth", "resolution")
 GRID_TARGET = 2.0         # paper step 1: α·β²·γ² ≈ 2, so each unit of φ doubles the FLOPs
 EFFICIENTNET = registry.DEFAULT_FAMILY
@@ -350,11 +351,13 @@ def final_eval(workdir: str) -> dict[str, Any] | None:
 
 
 def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
-              python: str = sys.executable, echo: Callable[[str], None] = print) -> list[str]:
+              python: str = sys.executable,
+              echo: Callable[[str], None] = terminal.say) -> list[str]:
   """Trains each run in a `main.py` subprocess; skips finished ones. Returns the failures.
 
   A run's output goes to <workdir>/train.log; done.json marks it finished with its
-  arguments, so changing --override (say, more epochs) trains it further.
+  arguments, so changing --override (say, more epochs) trains it further. On a terminal
+  a bar counts the runs done and another follows the current run's logged progress.
   """
   # Absolute workdirs: Orbax refuses relative checkpoint paths.
   if any("://" in r.workdir for r in runs):
@@ -363,28 +366,69 @@ def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
   failures = []
-  for i, run in enumerate(runs, 1):
-    args = main_args(run, _absolute_config(config_arg), overrides)
-    if is_done(run.workdir, args):
-      echo(f"[{i}/{len(runs)}] {run.name}: already done, skipped")
-      continue
-    os.makedirs(run.workdir, exist_ok=True)
-    log_path = os.path.join(run.workdir, "train.log")
-    echo(f"[{i}/{len(runs)}] {run.name}: training (log: {log_path})")
-    start = time.time()
-    with open(log_path, "a") as log:
-      code = subprocess.run([python, "-m", MAIN_MODULE, *args], stdout=log,
-                            stderr=subprocess.STDOUT, env=env).returncode
-    result = final_eval(run.workdir)
-    if code or result is None:
-      failures.append(run.name)
-      echo(f"[{i}/{len(runs)}] {run.name}: FAILED (exit status {code}); see {log_path}")
-      continue
-    with open(os.path.join(run.workdir, DONE_FILE), "w") as f:
-      json.dump({"args": args, "eval": result}, f, indent=1)
-    echo(f"[{i}/{len(runs)}] {run.name}: top-1 {100 * result['eval_top1']:.2f}% "
-         f"in {time.time() - start:.0f} s")
+  with terminal.progress(total=len(runs), desc="sweep", unit="run") as sweep_bar:
+    for i, run in enumerate(runs, 1):
+      args = main_args(run, _absolute_config(config_arg), overrides)
+      if is_done(run.workdir, args):
+        echo(f"[{i}/{len(runs)}] {run.name}: already done, skipped")
+        sweep_bar.update()
+        continue
+      os.makedirs(run.workdir, exist_ok=True)
+      log_path = os.path.join(run.workdir, "train.log")
+      echo(f"[{i}/{len(runs)}] {run.name}: training (log: {log_path})")
+      start = time.time()
+      with open(log_path, "a") as log:
+        # --verbose: the run's every log line into its log (nobody watches its terminal).
+        code = _train_following(
+            [python, "-m", MAIN_MODULE, "--verbose", *args], log, env, run,
+            lambda: _run_length(config_arg, args[2:]))
+      sweep_bar.update()
+      result = final_eval(run.workdir)
+      if code or result is None:
+        failures.append(run.name)
+        echo(f"[{i}/{len(runs)}] {run.name}: FAILED (exit status {code}); see {log_path}")
+        continue
+      with open(os.path.join(run.workdir, DONE_FILE), "w") as f:
+        json.dump({"args": args, "eval": result}, f, indent=1)
+      echo(f"[{i}/{len(runs)}] {run.name}: top-1 {100 * result['eval_top1']:.2f}% "
+           f"in {time.time() - start:.0f} s")
   return failures
+
+
+def _run_length(config_arg: str, flag_args: Sequence[str]) -> tuple[str, float]:
+  """("step", num_train_steps) or ("epoch", num_epochs) of a run's config."""
+  config = load_config(config_arg, flag_args)
+  if config.num_train_steps is not None:
+    return "step", float(config.num_train_steps)
+  return "epoch", float(config.num_epochs)
+
+
+def _train_following(command: list[str], log: Any, env: dict[str, str], run: Run,
+                     run_length: Callable[[], tuple[str, float]]) -> int:
+  """Runs one training subprocess to its end, while (on a terminal) a bar follows the step
+  or epoch of the latest record in its metrics.jsonl. Returns its exit status."""
+  process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+  bar = terminal.progress(desc=run.name, leave=False)
+  if not bar.disable:
+    unit, total = run_length()
+    bar.reset(total=total)
+    bar.unit = unit
+  with bar:
+    while True:
+      try:
+        return process.wait(timeout=_POLL_SECONDS)
+      except subprocess.TimeoutExpired:
+        if not bar.disable:
+          bar.n = _logged_progress(run.workdir, bar.unit)
+          bar.refresh()
+
+
+def _logged_progress(workdir: str, unit: str) -> float:
+  try:
+    records = metrics_log.read(workdir)
+  except (OSError, ValueError):  # not written yet, or caught mid-replace
+    return 0.0
+  return float(records[-1].get(unit, 0.0)) if records else 0.0
 
 
 # --- Cloud TPU backend: gcloud ssh to every worker of a slice. ---
