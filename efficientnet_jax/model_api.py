@@ -129,10 +129,14 @@ def read_info(path: str | os.PathLike[str]) -> weights_directory.WeightsInfo:
     raise ValueError(f"workdir {path} has no config.json")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  step = _latest_step(path)
   # The class count from the checkpoint's metadata: config.model.num_classes may be None.
-  state = ocp.StandardCheckpointer().metadata(
-      os.path.join(path, "checkpoints", str(step), "state")).item_metadata
+  with ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state",),
+                             item_handlers={"state": ocp.StandardCheckpointHandler()}
+                             ) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f"workdir {path} has no checkpoint yet")
+    state = manager.item_metadata(step)["state"]
   classifier = state["ema_params"].get("classifier")
   num_classes = int(classifier["bias"].shape[0]) if classifier else 0
   return weights_directory.WeightsInfo.from_config(
@@ -148,11 +152,3 @@ def load_variables(path: str | os.PathLike[str]) -> dict[str, Any]:
   variables, _ = weights_directory.load_weights(path)
   return variables
 
-
-def _latest_step(workdir: str) -> int:
-  import orbax.checkpoint as ocp
-  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as manager:
-    step = manager.latest_step()
-  if step is None:
-    raise ValueError(f"workdir {workdir} has no checkpoint yet")
-  return step

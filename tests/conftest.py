@@ -41,7 +41,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
 # the end and both workers finish at about the same time (README "Tests" has the timings).
 LONGEST_FILES_FIRST = ("test_reliability.py", "test_distributed.py", "test_train.py",
                        "test_convert_keras.py", "test_finetune.py", "test_inference.py",
-                       "test_convert_timm.py", "test_model.py")
+                       "test_convert_timm.py", "test_wheel.py", "test_model.py")
 
 
 def pytest_configure(config):
