@@ -55,10 +55,28 @@ def serving_function(model: Any, info: weights_directory.WeightsInfo,
       return {LOGITS: logits_of(variables, images)}
     logits = logits_of(variables, preprocessing.normalize(images, info.mean_rgb,
                                                           info.stddev_rgb))
-    _, ids = jax.lax.top_k(logits, top_k)
     return {"logits": logits, "probabilities": jax.nn.softmax(logits),
-            "top5_ids": ids.astype(jnp.int32)}
+            "top5_ids": top_k_ids(logits, top_k)}
   return classify
+
+
+def top_k_ids(logits: jax.Array, k: int) -> jax.Array:
+  """The ids of the k largest logits, largest first, ties to the lower id (as a stable
+  sort of the negated probabilities orders them, which is what `predict` does).
+
+  k rounds of max-and-mask instead of `lax.top_k` or `argmax`: the pinned JAX lowers
+  top_k to a `stablehlo.composite` that TensorFlow's XlaCallModule (StableHLO 1.13) cannot
+  deserialise, and argmax to a two-operand reduce that the TFLite converter cannot
+  legalise; a max, a compare and a min over the class ids are plain ops everywhere.
+  """
+  classes = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+  ids = []
+  for _ in range(k):
+    is_best = logits == jnp.max(logits, axis=-1, keepdims=True)
+    best = jnp.min(jnp.where(is_best, classes, logits.shape[-1]), axis=-1)
+    ids.append(best)
+    logits = jnp.where(classes == best[:, None], -jnp.inf, logits)
+  return jnp.stack(ids, axis=-1)
 
 
 def bake(function: Function, variables: dict[str, Any]) -> Callable[[jax.Array], Any]:

@@ -14,13 +14,20 @@ first dimension: the signature runner resizes the input for each batch size.
 int8: weights and activations int8 (`Optimize.DEFAULT` with a representative dataset),
 float input and output, so a client feeds what the float model takes. The converter
 falls back to float for ops without an int8 kernel rather than failing.
+
+Sigmoid (in swish and the squeeze-excite gate): JAX lowers it to 1/(1 + exp(-x)), which
+the converter keeps as four ops. Quantized, exp(-x) spans ~[0, 1e9] in 256 steps, so
+1 + exp(-x) rounds to 0 and LiteRT's int8 DIV refuses to run (`data[i] != zero_point`);
+while converting we lower it to StableHLO's own `logistic` op instead, which becomes
+TFLite's LOGISTIC (one op, with an int8 kernel of output range [0, 1]).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -36,8 +43,9 @@ def write(function: serving_function.Function, variables: dict[str, Any],
   (batches [1, R, R, 3] of the model's input dtype)."""
   import tensorflow as tf
   with tempfile.TemporaryDirectory(dir=directory, prefix=".savedmodel-") as saved:
-    savedmodel.write(function, variables, batch_size, resolution, dtype, saved,
-                     platforms=("cpu",))
+    with logistic_as_one_op():
+      savedmodel.write(function, variables, batch_size, resolution, dtype, saved,
+                       platforms=("cpu",))
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     if calibration is not None:
       batches = list(calibration)
@@ -48,3 +56,27 @@ def write(function: serving_function.Function, variables: dict[str, Any],
   with open(path, "wb") as f:
     f.write(flatbuffer)
   return path
+
+
+@contextlib.contextmanager
+def logistic_as_one_op() -> Iterator[None]:
+  """Inside the block, `lax.logistic` (jax.nn.sigmoid) lowers to `stablehlo.logistic`.
+
+  JAX registers (and we restore) its own decomposed rule; lowerings are looked up when a
+  function is lowered, so only what is exported inside the block is affected.
+  """
+  import jax
+  from jax._src.interpreters import mlir as mlir_internal  # the registry, to restore it
+  from jax.extend.mlir.dialects import stablehlo
+  from jax.interpreters import mlir
+  primitive = jax.lax.logistic_p
+  previous = mlir_internal._lowerings[primitive]
+
+  def one_op(ctx, x, accuracy=None):
+    del ctx, accuracy
+    return [stablehlo.logistic(x)]
+  mlir.register_lowering(primitive, one_op)
+  try:
+    yield
+  finally:
+    mlir_internal._lowerings[primitive] = previous
