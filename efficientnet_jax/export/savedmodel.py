@@ -26,12 +26,15 @@ SIGNATURE = "serving_default"
 
 def module(function: serving_function.Function, variables: dict[str, Any],
            batch_size: int | None, resolution: int, dtype: np.dtype,
-           platforms: tuple[str, ...] = PLATFORMS):
+           platforms: tuple[str, ...] = PLATFORMS, polymorphic: bool = False):
   """A tf.Module holding the variables and `serve`, the converted function with one
-  input signature (images [N, R, R, 3] of `dtype`) returning a dict of outputs."""
+  input signature (images [N, R, R, 3] of `dtype`) returning a dict of outputs.
+
+  `polymorphic`: convert with a symbolic batch even when the signature fixes it (the
+  TFLite converter fails on the static-shape graph's batched matmuls)."""
   import tensorflow as tf
   from jax.experimental import jax2tf
-  batch = "batch" if batch_size is None else str(batch_size)
+  batch = "batch" if batch_size is None or polymorphic else str(batch_size)
   converted = jax2tf.convert(function, polymorphic_shapes=[None, f"({batch}, ...)"],
                              native_serialization_platforms=platforms, with_gradient=False)
   holder = tf.Module()
@@ -49,9 +52,9 @@ def module(function: serving_function.Function, variables: dict[str, Any],
 
 def write(function: serving_function.Function, variables: dict[str, Any],
           batch_size: int | None, resolution: int, dtype: np.dtype, directory: str,
-          platforms: tuple[str, ...] = PLATFORMS) -> str:
+          platforms: tuple[str, ...] = PLATFORMS, polymorphic: bool = False) -> str:
   """Saves the SavedModel's files (saved_model.pb, variables/) into `directory`."""
   import tensorflow as tf
-  holder = module(function, variables, batch_size, resolution, dtype, platforms)
+  holder = module(function, variables, batch_size, resolution, dtype, platforms, polymorphic)
   tf.saved_model.save(holder, directory, signatures={SIGNATURE: holder.serve})
   return directory

@@ -45,7 +45,7 @@ def write(function: serving_function.Function, variables: dict[str, Any],
   with tempfile.TemporaryDirectory(dir=directory, prefix=".savedmodel-") as saved:
     with logistic_as_one_op():
       savedmodel.write(function, variables, batch_size, resolution, dtype, saved,
-                       platforms=("cpu",))
+                       platforms=("cpu",), polymorphic=True)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     if calibration is not None:
       batches = list(calibration)
