@@ -9,6 +9,10 @@
   # XLA's train-step temp memory per image, compile only (b7 at 600 compiles for minutes)
   efficientnet-benchmark --compile_only --variant=b0,b4,b7 --batch_size=2 \\
       --remat_policy=none,full,save_conv
+  # Exported artifacts (efficientnet-export) in their runtimes, beside ours and timm:
+  # batch-1 latency and batch-32 throughput, in turns
+  efficientnet-benchmark --variant=b0 --peer=timm \\
+      --exported=serving/b0_stablehlo,serving/b0_savedmodel,serving/b0_tflite,serving/b0_onnx
   # An XLA flag's effect (set before JAX starts)
   efficientnet-benchmark --variant=b0 --xla_flags=--xla_cpu_multi_thread_eigen=false
 
@@ -51,6 +55,8 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only XLA's analysis of
                                   "step (memory, FLOPs); nothing runs.")
 _JSON = flags.DEFINE_string("json_out", None, "Write every figure here as JSON.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "", "Appended to XLA_FLAGS before JAX starts.")
+_EXPORTED = flags.DEFINE_list("exported", [], "efficientnet-export output directories: time "
+                              "them (batch 1 and 32) beside ours and --peer, then stop.")
 _FAST_MALLOC = flags.DEFINE_bool("fast_malloc", True, "Linux: re-run with the glibc "
                                  "tunables of efficientnet_jax/host_memory.py.")
 
@@ -82,7 +88,13 @@ def main(argv):
         for p in policies]
 
   output: dict = {"environment": environment}
-  if _COMPILE_ONLY.value:
+  if _EXPORTED.value:
+    from efficientnet_jax.export import benchmark as export_benchmark
+    rows = export_benchmark.run(_EXPORTED.value, _VARIANT.value[0], _PEER.value,
+                                _WARMUP.value, _REPS.value)
+    output["exported"] = rows
+    print("\n" + export_benchmark.to_markdown(rows))
+  elif _COMPILE_ONLY.value:
     rows = []
     for variant in _VARIANT.value:
       for system, config in configs(variant):
