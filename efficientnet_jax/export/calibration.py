@@ -148,4 +148,5 @@ def _tfds_images(source: Source, info: weights_directory.WeightsInfo, count: int
   dataset = dataset.take(count).map(lambda example: preprocessing.eval_image(
       preprocessing.to_rgb(example[key]), info.resolution, crop_padding=info.crop_padding,
       crop_fraction=info.crop_fraction))
-  return np.stack(list(dataset.as_numpy_iterator())) if count else np.zeros((0,))
+  images = list(dataset.as_numpy_iterator())
+  return np.stack(images) if images else np.zeros((0,), np.uint8)
