@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.mixup_alpha = 0.0                  # 0: off
   config.input.cutmix_alpha = 0.0                 # 0: off
   config.input.skip_bad_images = False            # folder datasets: skip undecodable files
+  config.input.skip_bad_records = False           # tfds: skip corrupt records, counted
   config.input.shuffle_buffer = 16_384
   config.input.cache_eval = False
 

@@ -68,6 +68,7 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "input.mixup_alpha": ((int, float), _non_negative, ">= 0"),
     "input.cutmix_alpha": ((int, float), _non_negative, ">= 0"),
     "input.skip_bad_images": ((bool,), lambda v: True, "a bool"),
+    "input.skip_bad_records": ((bool,), lambda v: True, "a bool"),
     "input.randaug_layers": ((int,), _non_negative, ">= 0"),
     "input.augment": ((str, type(None)), lambda v: v in augment.AUGMENTATIONS,
                       f"one of {augment.AUGMENTATIONS}"),
