@@ -248,3 +248,172 @@ def test_any_family_is_a_base():
                                   "config.model.variant=lite0"], depths=[2])
   assert lite[0].flags == ("--config.model.depth=0.5",) and lite[0].family == (
       "efficientnet_lite")
+
+
+# --- Sweeps that fail in part: the other runs finish, one outcome table, a rerun retries. ---
+
+SWEEP = os.path.join(os.path.dirname(sys.executable), "efficientnet-sweep")
+
+
+def test_exit_statuses_are_described():
+  assert [sweep.describe_exit(c) for c in (0, 3, -9, 137, 143, None)] == [
+      "0", "3", "-9 (SIGKILL)", "137 (SIGKILL)", "143 (SIGTERM)", ""]
+
+
+def tiny_training(data_dir):
+  """--override values that train the demo network 4 steps and evaluate once."""
+  return TINY + [f"config.data_dir={data_dir}", "config.num_train_steps=4",
+                 "config.batch_size=16", "config.eval_batch_size=64",
+                 "config.eval_every_epochs=1000", "config.log_every_steps=2",
+                 "config.checkpoint_every_steps=4", "config.input.shuffle_buffer=256"]
+
+
+def table_rows(text):
+  """{run: [outcome, exit status, top-1, log]} of the outcome table in `text`."""
+  rows = {}
+  for line in text.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == len(sweep.OUTCOME_HEADER) and cells[0] not in ("run", "---"):
+      rows[cells[0]] = cells[1:]
+  return rows
+
+
+def test_local_sweep_with_a_killed_run_finishes_the_others_and_retries_it(data_dir,
+                                                                         tmp_path):
+  """Two real tiny trainings; width_2's first launch is SIGKILLed (a stand-in `python`
+  kills itself before starting main.py), phi_0 still trains; the table names the failure
+  and its log, the exit status is 1; the same command again trains width_2 only."""
+  launches = tmp_path / "launches"
+  fake_executable(tmp_path, "python", textwrap.dedent(f"""\
+      for a in "$@"; do case $a in --workdir=*) w=${{a#--workdir=}};; esac; done
+      echo "$w" >> {launches}
+      if [[ $w == */width_2 && ! -e {tmp_path}/killed_once ]]; then
+        touch {tmp_path}/killed_once; kill -9 $$
+      fi
+      exec {sys.executable} "$@"
+      """))
+  sweep_dir = tmp_path / "s"
+  command = [SWEEP, f"--config={DEMO}", f"--sweep_dir={sweep_dir}", "--phi=0", "--width=2",
+             "--num_classes=10", f"--python={tmp_path / 'python'}",
+             *[f"--override={o}" for o in tiny_training(data_dir)]]
+  first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert first.returncode == 1, first.stderr[-3000:]
+  rows = table_rows(first.stdout)
+  log = f"{sweep_dir}/width_2/train.log"
+  assert rows["width_2"] == ["FAILED", "-9 (SIGKILL)", "", log], first.stdout
+  assert rows["phi_0"][:2] == ["done", "0"] and float(rows["phi_0"][2]) > 0, first.stdout
+  assert "1 of 2 runs failed (width_2); rerun the same command" in first.stderr
+  status = json.loads((sweep_dir / "width_2" / sweep.STATUS_FILE).read_text())
+  assert status == {"exit_status": -9, "log": log}
+  assert not (sweep_dir / "width_2" / sweep.DONE_FILE).exists()
+  phi_metrics = sweep_dir / "phi_0" / "metrics.jsonl"
+  phi_mtime = phi_metrics.stat().st_mtime_ns
+
+  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  rows = table_rows(second.stdout)
+  assert rows["phi_0"][0] == "skipped (done before)", second.stdout
+  assert rows["width_2"][:2] == ["done", "0"] and float(rows["width_2"][2]) > 0
+  assert launches.read_text().splitlines() == [
+      f"{sweep_dir}/phi_0", f"{sweep_dir}/width_2", f"{sweep_dir}/width_2"]
+  assert phi_metrics.stat().st_mtime_ns == phi_mtime  # not trained again
+  # --status reads the same outcomes back from the workdirs, for any backend.
+  status = subprocess.run([SWEEP, f"--sweep_dir={sweep_dir}", "--status"], cwd=REPO,
+                          capture_output=True, text=True)
+  assert status.returncode == 0, status.stderr[-2000:]
+  assert {r: v[0] for r, v in table_rows(status.stdout).items()} == {
+      "phi_0": "done", "width_2": "done"}
+
+
+def test_local_outcomes_with_a_stand_in_trainer(tmp_path):
+  """Exit 0 without an evaluation is a failure too; a failed run is relaunched, a done one
+  is not, and its stale status is gone while it runs."""
+  fake_executable(tmp_path, "python", textwrap.dedent("""\
+      for a in "$@"; do case $a in --workdir=*) w=${a#--workdir=};; esac; done
+      echo "$w" >> "$(dirname "$w")/calls"
+      test -e "$w/sweep_status.json" && exit 7   # a stale status must be gone by now
+      case $w in */width_2) exit 0;; esac        # "succeeds" without evaluating
+      echo '{"step": 3, "eval_top1": 0.25}' >> "$w/metrics.jsonl"
+      """))
+  runs = expand(sweep_dir=str(tmp_path / "s"), phis=[0], widths=[2])
+  outcomes = sweep.train_local(runs, DEMO, TINY, python=str(tmp_path / "python"),
+                               echo=lambda line: None)
+  assert [(o.name, o.status, o.exit_status, o.top1, o.note) for o in outcomes] == [
+      ("phi_0", sweep.DONE, 0, 0.25, ""),
+      ("width_2", sweep.FAILED, 0, None, "no evaluation logged")]
+  assert sweep.outcome_table(outcomes)[1][:3] == (
+      "width_2", "FAILED: no evaluation logged", "0")
+  again = sweep.train_local(runs, DEMO, TINY, python=str(tmp_path / "python"),
+                            echo=lambda line: None)
+  assert [o.status for o in again] == [sweep.SKIPPED, sweep.FAILED]
+  assert again[1].exit_status == 0  # not 7: the earlier status was removed before launch
+  assert (tmp_path / "s" / "calls").read_text().splitlines() == [
+      f"{tmp_path}/s/phi_0", f"{tmp_path}/s/width_2", f"{tmp_path}/s/width_2"]
+
+
+def test_slurm_tasks_record_their_exit_status_and_a_summary_job_prints_the_table(
+    tmp_path, monkeypatch):
+  """The generated script run for each array task with a stand-in `srun` (width_2 fails
+  with 3, depth_2's task never runs), then the summary job's command as sbatch is given it."""
+  sweep_dir = tmp_path / "sweep"
+  fake_executable(tmp_path, "srun", textwrap.dedent("""\
+      for a in "$@"; do case $a in --workdir=*) w=${a#--workdir=};; esac; done
+      echo "task output for $w"
+      case $w in */width_2) exit 3;; esac
+      echo '{"step": 3, "eval_top1": 0.5}' >> "$w/metrics.jsonl"
+      """))
+  fake_executable(tmp_path, "sbatch", f'echo "$@" >> {tmp_path}/sbatch_calls\n'
+                                      'echo "Submitted batch job 41"\n')
+  monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+  command = [SWEEP, f"--config={DEMO}", f"--sweep_dir={sweep_dir}", "--phi=0", "--width=2",
+             "--depth=2", "--num_classes=10", "--backend=slurm", f"--repo_dir={REPO}",
+             f"--python={sys.executable}", *[f"--override={o}" for o in TINY]]
+  submitted = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+  assert submitted.returncode == 0, submitted.stderr[-2000:]
+  assert "outcome table job" in submitted.stdout and "Submitted batch job 41" in submitted.stdout
+  array_call, summary_call = (tmp_path / "sbatch_calls").read_text().splitlines()
+  assert array_call == f"{sweep_dir}/sweep.sbatch"
+  assert summary_call.startswith("--dependency=afterany:41 --job-name=efficientnet-sweep-"
+                                 "summary --nodes=1 --ntasks=1 "
+                                 f"--output={sweep_dir}/sweep-summary.out --wrap=cd ")
+
+  env = dict(os.environ, SLURM_ARRAY_JOB_ID="41")
+  codes = []
+  for task in (0, 1):  # depth_2 (task 2) has not run yet
+    env["SLURM_ARRAY_TASK_ID"] = str(task)
+    done = subprocess.run(["bash", str(sweep_dir / "sweep.sbatch")], env=env,
+                          capture_output=True, text=True)
+    codes.append(done.returncode)
+    assert done.stdout.startswith("task output for"), done.stderr
+  assert codes == [0, 3]
+  assert json.loads((sweep_dir / "width_2" / sweep.STATUS_FILE).read_text()) == {
+      "exit_status": 3, "log": f"{sweep_dir}/slurm-41_1.out"}
+
+  # The summary job's command, as sbatch --wrap would run it.
+  wrapped = summary_call[summary_call.index("--wrap=") + len("--wrap="):]
+  summary = subprocess.run(["bash", "-c", wrapped], capture_output=True, text=True)
+  assert summary.returncode == 1, summary.stderr[-2000:]
+  assert table_rows(summary.stdout) == {
+      "phi_0": ["done", "0", "50.00", f"{sweep_dir}/slurm-41_0.out"],
+      "width_2": ["FAILED", "3", "", f"{sweep_dir}/slurm-41_1.out"],
+      "depth_2": ["unfinished", "", "", ""]}
+  assert ("1 of 3 runs failed (width_2), 1 unfinished (depth_2); rerun the same command"
+          in summary.stderr)
+
+
+def test_tpu_backend_reports_failed_runs_in_the_same_table(tmp_path, monkeypatch):
+  fake_executable(tmp_path, "gcloud", 'echo "ran on $5"; [[ "$*" != *width_2* ]] || exit 5\n')
+  monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+  sweep_dir = tmp_path / "s"
+  done = subprocess.run(
+      [SWEEP, f"--config={DEMO}", f"--sweep_dir={sweep_dir}", "--phi=0", "--width=2",
+       "--depth=2", "--num_classes=10", "--backend=tpu", "--tpu_names=a,b", "--zone=z",
+       *[f"--override={o}" for o in TINY]], cwd=REPO, capture_output=True, text=True)
+  assert done.returncode == 1, done.stderr[-2000:]
+  rows = table_rows(done.stdout)
+  assert rows == {"phi_0": ["done", "0", "", f"{sweep_dir}/phi_0.log"],
+                  "width_2": ["FAILED", "5", "", f"{sweep_dir}/width_2.log"],
+                  "depth_2": ["done", "0", "", f"{sweep_dir}/depth_2.log"]}
+  assert (sweep_dir / "width_2.log").read_text() == "ran on b\n"
+  assert (sweep_dir / "depth_2.log").read_text() == "ran on a\n"  # after phi_0 on slice a
+  assert "1 of 3 runs failed (width_2)" in done.stderr

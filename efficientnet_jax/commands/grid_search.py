@@ -3,8 +3,10 @@
 the candidates ranked by top-1 with the best triple (the paper found 1.2, 1.1, 1.15).
 
 The budget is the base config's, changed with --override. Rerunning skips finished
-candidates. For a cluster, launch the same grid with `efficientnet-sweep --grid=...
---backend=tpu|slurm` and rank it here with --report_only.
+candidates and retries failed ones; a failed candidate does not stop the others, is listed
+with its exit status and log in the outcome table, and makes the command exit with 1
+after the ranking of the others. For a cluster, launch the same grid with
+`efficientnet-sweep --grid=... --backend=tpu|slurm` and rank it here with --report_only.
 
   efficientnet-grid-search --config=configs/b0.py --sweep_dir=runs/grid \\
       --num_classes=1000 --dry_run                           # the candidates, sized
@@ -44,6 +46,7 @@ flags.mark_flag_as_required("sweep_dir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  summary = ""
   if not _REPORT_ONLY.value:
     if not _CONFIG.value:
       raise ValueError("--config is required unless --report_only")
@@ -58,9 +61,10 @@ def main(argv):
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, _OVERRIDE.value)
     if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
       terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
-    failures = sweep.run_local(runs, _CONFIG.value, _OVERRIDE.value)
-    if failures:
-      print(f"{len(failures)} candidate(s) failed: {', '.join(failures)}\n")
+    outcomes = sweep.train_local(runs, _CONFIG.value, _OVERRIDE.value)
+    print(paper_tables.to_markdown(sweep.OUTCOME_HEADER, sweep.outcome_table(outcomes)),
+          end="\n\n")
+    summary = sweep.summary_line(outcomes)
   results = sweep_results.load(_SWEEP_DIR.value, _NUM_CLASSES.value or None)
   if not sweep_results.grid_results(results):
     sys.exit(f"--sweep_dir={_SWEEP_DIR.value} holds no grid candidates")
@@ -71,6 +75,8 @@ def main(argv):
     sys.exit("no candidate has been evaluated yet")
   print(f"\nBest: α={best.alpha:g}, β={best.beta:g}, γ={best.gamma:g} "
         f"(top-1 {100 * best.top1:.2f}%; paper: 1.2, 1.1, 1.15)")
+  if summary:  # the best of those that finished, and still a failure
+    sys.exit(summary)
 
 
 if __name__ == "__main__":

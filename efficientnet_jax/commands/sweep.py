@@ -34,6 +34,15 @@ values are multipliers of the base config's own scaling; φ runs scale it by α^
 
 The local backend writes the tables and figures into SWEEP_DIR when it finishes; for the
 others (or at any time) run `efficientnet-tables --sweep_dir=SWEEP_DIR`.
+
+A failed run does not stop the others. The local and TPU backends end with a table of each
+run's outcome (done, skipped, FAILED with its exit status and log, unfinished) and exit
+with status 1 if any run failed; rerunning the same local command retries only the failed
+and unfinished runs. SLURM: each array task records its exit status in its workdir, and a
+summary job (after the whole array) prints the same table into SWEEP_DIR/sweep-summary.out;
+print it at any time with
+
+  efficientnet-sweep --sweep_dir=/shared/sweeps/grid --status
 """
 
 from __future__ import annotations
@@ -81,8 +90,11 @@ _ACCOUNT = flags.DEFINE_string("account", None, "SLURM account.")
 _TIME = flags.DEFINE_string("time", None, "SLURM time limit per run, e.g. 48:00:00.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 0,
                                      "SLURM: at most this many runs at once (0: no limit).")
+_STATUS = flags.DEFINE_bool(
+    "status", False, "Print the outcome of every run of the sweep in --sweep_dir (any "
+    "backend); exit status 1 if one failed or is unfinished. Needs no --config.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, terminal.VERBOSE_HELP)
-flags.mark_flags_as_required(["config", "sweep_dir"])
+flags.mark_flag_as_required("sweep_dir")
 
 
 def _floats(values: list[str], flag: str) -> list[float]:
@@ -92,9 +104,29 @@ def _floats(values: list[str], flag: str) -> list[float]:
     raise ValueError(f"--{flag}: expected numbers, got {','.join(values)}") from None
 
 
+def report_outcomes(outcomes: list[sweep.Outcome]) -> None:
+  """The outcome table; exits with status 1 naming the failed and unfinished runs."""
+  print(paper_tables.to_markdown(sweep.OUTCOME_HEADER, sweep.outcome_table(outcomes)))
+  summary = sweep.summary_line(outcomes)
+  if summary:
+    sys.exit(summary)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    launch()
+  except ValueError as e:  # a bad flag or a sweep directory that is not one: no traceback
+    sys.exit(f"error: {e}")
+
+
+def launch() -> None:
+  if _STATUS.value:
+    report_outcomes(sweep.read_outcomes(_SWEEP_DIR.value))
+    return
+  if not _CONFIG.value:
+    raise ValueError("--config is required (unless --status)")
   runs = sweep.expand(
       _CONFIG.value, _SWEEP_DIR.value, overrides=_OVERRIDE.value,
       phis=_floats(_PHI.value, "phi"),
@@ -117,9 +149,10 @@ def main(argv):
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, overrides)
     if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
       terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
-    failures = sweep.run_local(runs, _CONFIG.value, overrides,
-                               python=_PYTHON.value or sys.executable)
-    # Everything ran here: the tables and figures can be made at once.
+    outcomes = sweep.train_local(runs, _CONFIG.value, overrides,
+                                 python=_PYTHON.value or sys.executable)
+    # Everything ran here: the tables and figures can be made at once (failed runs show
+    # their predicted size and no accuracy).
     markdown, figures = sweep_results.report(
         sweep_results.load(_SWEEP_DIR.value, _NUM_CLASSES.value or None), _SWEEP_DIR.value)
     print("\n" + markdown + "".join(f"wrote {path}\n" for path in figures))
@@ -135,7 +168,10 @@ def main(argv):
     sweep.write_manifest(_SWEEP_DIR.value, runs, _CONFIG.value, overrides)
     if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
       terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
-    failures = sweep.run_tpu(commands)
+    # Each run's output also in a local file: the sweep directory is a bucket.
+    log_dir = (_SWEEP_DIR.value if "://" not in _SWEEP_DIR.value else
+               os.path.join("sweep_logs", os.path.basename(_SWEEP_DIR.value.rstrip("/"))))
+    outcomes = sweep.drive_tpu(commands, log_dir=log_dir)
   else:
     script = sweep.slurm_script(
         runs, _CONFIG.value, overrides, job_name=_JOB_NAME.value, nodes=_NODES.value,
@@ -150,10 +186,17 @@ def main(argv):
     if not _VERBOSE.value:  # the runs' progress on the terminal, log lines in sweep.log
       terminal.quiet_output(os.path.join(_SWEEP_DIR.value, "sweep.log"))
     path = os.path.join(_SWEEP_DIR.value, "sweep.sbatch")
-    print(f"{path}: {sweep.submit_slurm(script, path)}")
+    reply = sweep.submit_slurm(script, path)
+    print(f"{path}: {reply}")
+    summary = sweep.submit_slurm_summary(
+        reply, _SWEEP_DIR.value, job_name=_JOB_NAME.value,
+        repo_dir=_REPO_DIR.value or sweep.REPO_ROOT, python=_PYTHON.value or "python",
+        partition=_PARTITION.value, account=_ACCOUNT.value)
+    print(f"outcome table job (into {_SWEEP_DIR.value}/sweep-summary.out): {summary}\n"
+          f"at any time: efficientnet-sweep --sweep_dir={_SWEEP_DIR.value} --status")
     return
-  if failures:
-    sys.exit(f"{len(failures)} run(s) failed: {', '.join(failures)}")
+  print()
+  report_outcomes(outcomes)
 
 
 if __name__ == "__main__":

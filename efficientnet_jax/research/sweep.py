@@ -12,6 +12,13 @@ anything is launched, so a bad flag fails in seconds, not after the first run tr
 
 `sweep.json` in the sweep directory records the base and the runs; `scaling_results`
 reads it with each workdir's config.json and metrics.jsonl.
+
+A run that fails does not stop the others. Each launch records how it ended in the run's
+workdir (`sweep_status.json`: exit status and log file; the local backend writes it, and
+the SLURM script after each array task), and every backend ends with one table of
+outcomes (`outcome_table`): done, skipped (finished before), FAILED with its exit status
+and log, or unfinished. Rerunning a local sweep retries only the failed and unfinished
+runs (`is_done`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -42,6 +50,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_MODULE = "efficientnet_jax.main"
 MANIFEST = "sweep.json"
 DONE_FILE = "done.json"   # written by the local backend after a run finished
+STATUS_FILE = "sweep_status.json"  # how a run's last launch ended: exit status and log
 _POLL_SECONDS = 2.0       # how often the local backend's bar reads a run's metrics.jsonl
 DIMENSIONS = ("width", "depth", "resolution")
 GRID_TARGET = 2.0         # paper step 1: α·β²·γ² ≈ 2, so each unit of φ doubles the FLOPs
@@ -322,6 +331,98 @@ def main_args(run: Run, config_arg: str, overrides: Sequence[str]) -> list[str]:
           *run.flags]
 
 
+# --- Outcomes: how each run of a sweep ended, one table for every backend. ---
+
+DONE, SKIPPED, FAILED, UNFINISHED = "done", "skipped (done before)", "FAILED", "unfinished"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """How one run ended: DONE, SKIPPED, FAILED (exit status, or 0 with no evaluation logged)
+  or UNFINISHED (never launched, or its launcher was stopped before it ended)."""
+
+  name: str
+  status: str
+  exit_status: int | None = None
+  log: str | None = None
+  top1: float | None = None
+  note: str = ""
+
+  @property
+  def failed(self) -> bool:
+    return self.status == FAILED
+
+
+OUTCOME_HEADER = ("run", "outcome", "exit status", "top-1 (%)", "log")
+
+
+def describe_exit(code: int | None) -> str:
+  """0, 1, "-9 (SIGKILL)" (Popen's killed by a signal), "137 (SIGKILL)" (a shell's)."""
+  if code is None:
+    return ""
+  number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+  try:
+    return f"{code} ({signal.Signals(number).name})" if number else str(code)
+  except ValueError:  # not a signal number
+    return str(code)
+
+
+def outcome_table(outcomes: Sequence[Outcome]) -> list[tuple]:
+  return [(o.name, o.status + (f": {o.note}" if o.note else ""), describe_exit(o.exit_status),
+           "" if o.top1 is None else f"{100 * o.top1:.2f}", o.log or "")
+          for o in outcomes]
+
+
+def summary_line(outcomes: Sequence[Outcome]) -> str:
+  """'1 of 3 runs failed (width_2), 1 unfinished (phi_1); rerun …', or '' when all done."""
+  failed = [o.name for o in outcomes if o.failed]
+  unfinished = [o.name for o in outcomes if o.status == UNFINISHED]
+  parts = []
+  if failed:
+    parts.append(f"{len(failed)} of {len(outcomes)} runs failed ({', '.join(failed)})")
+  if unfinished:
+    parts.append(f"{len(unfinished)} unfinished ({', '.join(unfinished)})")
+  if not parts:
+    return ""
+  return ", ".join(parts) + "; rerun the same command to retry only those"
+
+
+def write_status(workdir: str, exit_status: int, log: str | None) -> None:
+  """Records how a run's launch ended (a failure is kept until the next launch)."""
+  with open(os.path.join(workdir, STATUS_FILE), "w") as f:
+    json.dump({"exit_status": exit_status, "log": log}, f)
+
+
+def read_outcome(name: str, workdir: str) -> Outcome:
+  """A run's outcome from what its workdir holds (`STATUS_FILE`, metrics.jsonl)."""
+  path = epath.Path(workdir, STATUS_FILE)
+  result = final_eval(workdir)
+  top1 = result["eval_top1"] if result else None
+  if not path.exists():
+    return Outcome(name, UNFINISHED, top1=top1)
+  try:
+    status = json.loads(path.read_text())
+    code = int(status["exit_status"])
+  except (ValueError, KeyError, TypeError):  # cut short while written: as if not written
+    return Outcome(name, UNFINISHED, top1=top1, note=f"unreadable {path}")
+  log = status.get("log")
+  if code:
+    return Outcome(name, FAILED, code, log, top1)
+  if result is None:
+    return Outcome(name, FAILED, code, log, note="no evaluation logged")
+  return Outcome(name, DONE, code, log, top1)
+
+
+def read_outcomes(sweep_dir: str) -> list[Outcome]:
+  """Every trained run of the sweep in `sweep_dir` (its sweep.json), with its outcome."""
+  manifest = epath.Path(sweep_dir, MANIFEST)
+  if not manifest.exists():
+    raise ValueError(f"{manifest} does not exist: no sweep was launched in {sweep_dir}")
+  runs = json.loads(manifest.read_text())["runs"]
+  return [read_outcome(r["name"], os.path.join(sweep_dir, r["workdir"]))
+          for r in runs if r.get("same_as") is None]
+
+
 # --- Local backend: one run after another on this machine, resumable. ---
 
 def _absolute(path: str) -> str:
@@ -353,11 +454,21 @@ def final_eval(workdir: str) -> dict[str, Any] | None:
 def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
               python: str = sys.executable,
               echo: Callable[[str], None] = terminal.say) -> list[str]:
-  """Trains each run in a `main.py` subprocess; skips finished ones. Returns the failures.
+  """`train_local`, returning the names of the runs that failed."""
+  return [o.name for o in train_local(runs, config_arg, overrides, python, echo) if o.failed]
+
+
+def train_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
+                python: str = sys.executable,
+                echo: Callable[[str], None] = terminal.say) -> list[Outcome]:
+  """Trains each run in a `main.py` subprocess; skips finished ones. Returns each run's
+  outcome.
 
   A run's output goes to <workdir>/train.log; done.json marks it finished with its
-  arguments, so changing --override (say, more epochs) trains it further. On a terminal
-  a bar counts the runs done and another follows the current run's logged progress.
+  arguments, so changing --override (say, more epochs) trains it further, and a run that
+  failed (or whose launch was stopped) is trained again by the next call. A failure does
+  not stop the other runs. On a terminal a bar counts the runs done and another follows
+  the current run's logged progress.
   """
   # Absolute workdirs: Orbax refuses relative checkpoint paths.
   if any("://" in r.workdir for r in runs):
@@ -365,16 +476,22 @@ def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
   runs = [dataclasses.replace(r, workdir=os.path.abspath(r.workdir)) for r in to_train(runs)]
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-  failures = []
+  outcomes = []
   with terminal.progress(total=len(runs), desc="sweep", unit="run") as sweep_bar:
     for i, run in enumerate(runs, 1):
       args = main_args(run, _absolute_config(config_arg), overrides)
+      log_path = os.path.join(run.workdir, "train.log")
       if is_done(run.workdir, args):
         echo(f"[{i}/{len(runs)}] {run.name}: already done, skipped")
+        result = final_eval(run.workdir)
+        outcomes.append(Outcome(run.name, SKIPPED, 0, log_path,
+                                result["eval_top1"] if result else None))
         sweep_bar.update()
         continue
       os.makedirs(run.workdir, exist_ok=True)
-      log_path = os.path.join(run.workdir, "train.log")
+      status = os.path.join(run.workdir, STATUS_FILE)
+      if os.path.exists(status):  # an earlier launch's: this one has not ended yet
+        os.remove(status)
       echo(f"[{i}/{len(runs)}] {run.name}: training (log: {log_path})")
       start = time.time()
       with open(log_path, "a") as log:
@@ -383,16 +500,18 @@ def run_local(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
             [python, "-m", MAIN_MODULE, "--verbose", *args], log, env, run,
             lambda: _run_length(config_arg, args[2:]))
       sweep_bar.update()
-      result = final_eval(run.workdir)
-      if code or result is None:
-        failures.append(run.name)
-        echo(f"[{i}/{len(runs)}] {run.name}: FAILED (exit status {code}); see {log_path}")
+      write_status(run.workdir, code, log_path)
+      outcome = read_outcome(run.name, run.workdir)
+      outcomes.append(outcome)
+      if outcome.failed:
+        why = f"exit status {describe_exit(code)}" if code else outcome.note
+        echo(f"[{i}/{len(runs)}] {run.name}: FAILED ({why}); see {log_path}")
         continue
       with open(os.path.join(run.workdir, DONE_FILE), "w") as f:
-        json.dump({"args": args, "eval": result}, f, indent=1)
-      echo(f"[{i}/{len(runs)}] {run.name}: top-1 {100 * result['eval_top1']:.2f}% "
+        json.dump({"args": args, "eval": final_eval(run.workdir)}, f, indent=1)
+      echo(f"[{i}/{len(runs)}] {run.name}: top-1 {100 * outcome.top1:.2f}% "
            f"in {time.time() - start:.0f} s")
-  return failures
+  return outcomes
 
 
 def _run_length(config_arg: str, flag_args: Sequence[str]) -> tuple[str, float]:
@@ -468,35 +587,57 @@ def tpu_commands(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
 
 
 def run_tpu(commands: Sequence[TpuCommand], echo: Callable[[str], None] = print) -> list[str]:
-  """Runs the commands, slices in parallel, one run after another on each slice.
+  """`drive_tpu`, returning the names of the runs that failed."""
+  return [o.name for o in drive_tpu(commands, echo) if o.failed]
 
-  Output lines are prefixed with [slice/run]. Returns the runs that failed.
+
+def drive_tpu(commands: Sequence[TpuCommand], echo: Callable[[str], None] = print,
+              log_dir: str | None = None) -> list[Outcome]:
+  """Runs the commands, slices in parallel, one run after another on each slice; a run
+  that fails does not stop the others on its slice. Returns each run's outcome, in the
+  order of `commands`.
+
+  Output lines are prefixed with [slice/run], and with `log_dir` (a local folder) also
+  written to <log_dir>/<run>.log, the log the outcome names.
   """
-  by_tpu: dict[str, list[TpuCommand]] = {}
-  for c in commands:
-    by_tpu.setdefault(c.tpu, []).append(c)
+  by_tpu: dict[str, list[tuple[int, TpuCommand]]] = {}
+  for i, c in enumerate(commands):
+    by_tpu.setdefault(c.tpu, []).append((i, c))
   lock = threading.Lock()
-  failures = []
+  outcomes: list[Outcome | None] = [None] * len(commands)
+  if log_dir:
+    os.makedirs(log_dir, exist_ok=True)
 
-  def drive(queue: list[TpuCommand]) -> None:
-    for c in queue:
+  def drive(queue: list[tuple[int, TpuCommand]]) -> None:
+    for i, c in queue:
       prefix = f"[{c.tpu}/{c.run.name}] "
+      log_path = os.path.join(log_dir, f"{c.run.name}.log") if log_dir else None
       with lock:
         echo(prefix + c.shell())
-      proc = subprocess.Popen(c.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-      for line in proc.stdout:
+      with open(log_path or os.devnull, "a") as log:
+        try:
+          proc = subprocess.Popen(c.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        except OSError as e:  # no gcloud here: this run fails, and so will the others
+          with lock:
+            echo(f"{prefix}FAILED: {e}")
+          outcomes[i] = Outcome(c.run.name, FAILED, None, log_path, note=str(e))
+          continue
+        for line in proc.stdout:
+          log.write(line)
+          with lock:
+            echo(prefix + line.rstrip("\n"))
+      code = proc.wait()
+      outcomes[i] = Outcome(c.run.name, FAILED if code else DONE, code, log_path)
+      if code:
         with lock:
-          echo(prefix + line.rstrip("\n"))
-      if proc.wait():
-        with lock:
-          failures.append(c.run.name)
-          echo(f"{prefix}FAILED (exit status {proc.returncode})")
+          echo(f"{prefix}FAILED (exit status {describe_exit(code)})"
+               + (f"; see {log_path}" if log_path else ""))
 
-  with concurrent.futures.ThreadPoolExecutor(len(by_tpu)) as pool:
+  with concurrent.futures.ThreadPoolExecutor(len(by_tpu) or 1) as pool:
     for future in [pool.submit(drive, queue) for queue in by_tpu.values()]:
       future.result()
-  return failures
+  return [o for o in outcomes if o is not None]
 
 
 # --- SLURM backend: one array task per run, every node of a task in one JAX job. ---
@@ -527,14 +668,53 @@ def slurm_script(runs: Sequence[Run], config_arg: str, overrides: Sequence[str],
                         ("account", account), ("time", time_limit)):
     if value:
       lines.append(f"#SBATCH --{option}={value}")
+  for path in [log_dir] + [r.workdir for r in runs]:
+    if re.search(r'["\\\n]', path):  # they go into JSON and shell strings unescaped
+      raise ValueError(f"{path!r}: a sweep directory for SLURM must not contain '\"', '\\' "
+                       "or a newline")
   lines += ["", "set -euo pipefail", f"cd {shlex.quote(repo_dir)}", "",
             'case "$SLURM_ARRAY_TASK_ID" in']
   for i, run in enumerate(runs):
-    lines.append(f"  {i}) ARGS=({shlex.join(main_args(run, config_arg, overrides))}) ;;"
+    lines.append(f"  {i}) WORKDIR={shlex.quote(run.workdir)}; "
+                 f"ARGS=({shlex.join(main_args(run, config_arg, overrides))}) ;;"
                  f"  # {run.name}")
+  log = (shlex.quote(os.path.join(log_dir, "slurm-"))
+         + '"${SLURM_ARRAY_JOB_ID:-0}_${SLURM_ARRAY_TASK_ID}.out"')  # as --output names it
   lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac",
-            "", f'srun {shlex.quote(python)} -m {MAIN_MODULE} --distributed "${{ARGS[@]}}"', ""]
+            "",
+            # How the task ended, in its workdir: `efficientnet-sweep --status` (the summary
+            # job submit_slurm adds) reads it. A failed run does not stop the other tasks.
+            f"LOG={log}", 'mkdir -p "$WORKDIR"', f'rm -f "$WORKDIR/{STATUS_FILE}"',
+            "set +e",
+            f'srun {shlex.quote(python)} -m {MAIN_MODULE} --distributed "${{ARGS[@]}}"',
+            "STATUS=$?", "set -e",
+            'printf \'{"exit_status": %d, "log": "%s"}\\n\' "$STATUS" "$LOG" '
+            f'> "$WORKDIR/{STATUS_FILE}"',
+            'exit "$STATUS"', ""]
   return "\n".join(lines)
+
+
+def status_command(sweep_dir: str, python: str = "python") -> list[str]:
+  """The command that prints a sweep's outcome table (exit status 1 if any run failed or
+  is unfinished), run in the checkout."""
+  return [python, "-m", "efficientnet_jax.commands.sweep", f"--sweep_dir={_absolute(sweep_dir)}",
+          "--status"]
+
+
+def slurm_summary_args(array_job: str, sweep_dir: str, *, job_name: str, repo_dir: str,
+                       python: str = "python", partition: str | None = None,
+                       account: str | None = None) -> list[str]:
+  """`sbatch` arguments for a job that prints the outcome table into
+  SWEEP_DIR/sweep-summary.out once every task of `array_job` (a job id) has ended."""
+  if not re.fullmatch(r"\d+", array_job):
+    raise ValueError(f"not a SLURM job id: {array_job!r}")
+  sweep_dir = _absolute(sweep_dir)
+  args = ["sbatch", f"--dependency=afterany:{array_job}", f"--job-name={job_name}-summary",
+          "--nodes=1", "--ntasks=1", f"--output={os.path.join(sweep_dir, 'sweep-summary.out')}"]
+  args += [f"--{option}={value}" for option, value in (("partition", partition),
+                                                       ("account", account)) if value]
+  return args + [f"--wrap=cd {shlex.quote(repo_dir)} && "
+                 + shlex.join(status_command(sweep_dir, python))]
 
 
 def submit_slurm(script: str, path: str) -> str:
@@ -542,7 +722,25 @@ def submit_slurm(script: str, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
     f.write(script)
-  result = subprocess.run(["sbatch", path], capture_output=True, text=True)
+  return _sbatch(["sbatch", path])
+
+
+def job_id(reply: str) -> str:
+  """'Submitted batch job 1234' (or --parsable's '1234;cluster') → '1234'."""
+  match = re.search(r"(\d+)(;\S*)?\s*$", reply)
+  if not match:
+    raise RuntimeError(f"no job id in sbatch's reply {reply!r}")
+  return match.group(1)
+
+
+def _sbatch(args: list[str]) -> str:
+  result = subprocess.run(args, capture_output=True, text=True)
   if result.returncode:
-    raise RuntimeError(f"sbatch {path} failed: {result.stderr.strip()}")
+    raise RuntimeError(f"{shlex.join(args[:2])} failed: {result.stderr.strip()}")
   return result.stdout.strip()
+
+
+def submit_slurm_summary(array_reply: str, sweep_dir: str, **kwargs: Any) -> str:
+  """Submits the summary job (`slurm_summary_args`) after the array sbatch replied
+  `array_reply`; returns sbatch's reply."""
+  return _sbatch(slurm_summary_args(job_id(array_reply), sweep_dir, **kwargs))
