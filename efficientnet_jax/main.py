@@ -14,8 +14,9 @@ line goes to <workdir>/train.log (`--verbose`: to the terminal too, as absl logs
 
 Exit status: 0 finished; 75 stopped by SIGTERM after saving a checkpoint (rerun to
 resume); 76 stopped on a non-finite loss (the last checkpoint is kept); 77 a multi-process
-run lost another process (rerun all of them to resume); 1 any other error (e.g. a bad
-config, named in the message, before anything was computed).
+run lost another process (rerun all of them to resume); 78 the disk filled while saving a
+checkpoint or writing metrics (the path is named; free space and rerun to resume); 1 any
+other error (e.g. a bad config, or a corrupt data shard, named in the message).
 
 On Linux the process restarts itself once with glibc malloc settings for XLA's CPU
 buffers (`host_memory`), which speed up CPU training a lot and are harmless elsewhere.
@@ -60,6 +61,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (schedulers may requeue on it)
 EXIT_NONFINITE = 76
 EXIT_LOST_PROCESS = 77
+EXIT_DISK_FULL = 78  # EX_CONFIG's number; nothing is lost, rerun after freeing space
 
 
 class _QuietCheckpointing(python_logging.Filter):
@@ -93,7 +95,9 @@ def main(argv):
   with terminal.native_stderr_into_log():
     from efficientnet_jax.data import tf_devices
     tf_devices.hide_accelerators_from_tf()  # TF only reads data here: the devices are JAX's
-    from efficientnet_jax.training import preemption, train_step, trainer
+    import tensorflow as tf
+    from efficientnet_jax.data import input_pipeline
+    from efficientnet_jax.training import metrics_log, preemption, train_step, trainer
   gc.freeze()
   gc.enable()
   logging.info("JAX process %d/%d, %d local devices (%s)", jax.process_index(),
@@ -106,6 +110,13 @@ def main(argv):
   except train_step.NonFiniteError as e:
     logging.error("%s", e)
     sys.exit(EXIT_NONFINITE)
+  except metrics_log.DiskFullError as e:
+    logging.error("%s", e)
+    sys.exit(EXIT_DISK_FULL)
+  except tf.errors.DataLossError as e:
+    # TF's message gives a byte offset but no file: find and name the corrupt shards.
+    logging.error("%s", input_pipeline.explain_data_loss(_CONFIG.value, e))
+    sys.exit(1)
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise

@@ -20,15 +20,28 @@ first (efficientnet_jax.main and the commands do), so that TF stays off the acce
 Determinism: the training stream is a pure function of (config, process), and each
 example's crop/flip/augmentation seed is derived from its position in the stream, so a run
 resumed at step k yields exactly the batches k, k+1, ... of an uninterrupted one.
+
+Corrupt TFRecord shards (cut short when copied, bits flipped on disk): by default reading
+stops at the bad record with TF's DataLossError, and `explain_data_loss` names the shard
+file and the record (efficientnet_jax.main reports that). With
+`config.input.skip_bad_records=True` the split's shards are checked once when the pipeline
+is made (one sequential read of the split), each bad shard is logged with its file and
+record, and its records from the bad one on are left out (TF's reader cannot find the next
+record boundary after a bad one) and counted: `DatasetInfo.num_skipped_records`. The
+stream is then a pure function of (config, process, the shards' contents), so a resumed run
+still replays the uninterrupted batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
+import re
 from typing import Union
 
+from absl import logging
 import jax
 import ml_collections
 import tensorflow as tf
@@ -55,6 +68,22 @@ class DatasetInfo:
   num_train_examples: int
   num_eval_examples: int
   num_skipped_images: int = 0  # undecodable files left out of a folder dataset
+  num_skipped_records: int = 0  # corrupt tfds records left out (skip_bad_records=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadShard:
+  """A TFRecord shard that cannot be read to its end."""
+  path: str
+  record: int  # index in the shard of the first unreadable record (0-based)
+  num_records: int  # records the shard should hold (tfds's shard length)
+  offset: int | None  # byte offset of that record, as TF's reader reports it
+  problem: str  # TF's words: "truncated record at …" / "corrupted record at …"
+
+  def describe(self) -> str:
+    at = f" at byte {self.offset}" if self.offset is not None else ""
+    return (f"{self.path}: record {self.record} of {self.num_records}{at} is unreadable "
+            f"({self.problem})")
 
 
 # ----------------------------------------------------------------------------------------
@@ -85,7 +114,29 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
       num_classes=source.num_classes,
       num_train_examples=source.num_examples(config.train_split, "train_split"),
       num_eval_examples=source.num_examples(config.eval_split, "eval_split"),
-      num_skipped_images=source.num_skipped)
+      num_skipped_images=source.num_skipped,
+      # Each split once: an eval on the train split reads the same records.
+      num_skipped_records=sum(source.num_skipped_records(split)
+                              for split in {config.train_split, config.eval_split}))
+
+
+def explain_data_loss(config: ml_collections.ConfigDict, error: Exception) -> str:
+  """What a tf.errors.DataLossError met while reading config's splits means: the corrupt
+  shard files and records (found by reading the splits' shards once), and the fixes."""
+  source = _source(config)
+  bad = []
+  if isinstance(source, _TfdsSource):
+    for key in ("train_split", "eval_split"):
+      bad += [b for b in source.bad_shards(config[key]) if b not in bad]
+  first_line = str(error).strip().split("\n")[0]
+  if not bad:
+    return (f"reading config.dataset={config.dataset!r} failed with a data loss error, but "
+            f"no shard of its splits is corrupt now: {first_line}")
+  return (f"config.dataset={config.dataset!r} has {len(bad)} corrupt TFRecord shard"
+          f"{'s' if len(bad) > 1 else ''}:\n  " + "\n  ".join(b.describe() for b in bad)
+          + "\nPrepare the dataset again (or copy the shard again), or train on the readable "
+          "records with --config.input.skip_bad_records=True (the bad record and the rest "
+          "of its shard are left out, counted).")
 
 
 def _alpha(config: ml_collections.ConfigDict, key: str) -> float:
@@ -131,19 +182,46 @@ class _TfdsSource:
                        f"config.dataset={self.config.dataset!r}: {e}") from e
 
   def part_sizes(self, split: str, process_count: int) -> list[int]:
-    return [self.num_examples(tfds.split_for_jax_process(split, process_index=i,
-                                                         process_count=process_count))
-            for i in range(process_count)]
+    parts = [tfds.split_for_jax_process(split, process_index=i, process_count=process_count)
+             for i in range(process_count)]
+    return [self.num_examples(part) - self.num_skipped_records(part) for part in parts]
+
+  def bad_shards(self, split) -> list[BadShard]:
+    """The corrupt shards among those `split` reads (each read once per process)."""
+    files = self.builder.info.splits[split].file_instructions
+    bad = [_check_shard(f.filename, f.examples_in_shard) for f in files]
+    return [b for b in bad if b is not None]
+
+  def num_skipped_records(self, split) -> int:
+    """Records of `split` left out as unreadable: 0 unless config.input.skip_bad_records."""
+    if not self.config.input.get("skip_bad_records", False):
+      return 0
+    skipped = 0
+    for f in self.builder.info.splits[split].file_instructions:
+      bad = _check_shard(f.filename, f.examples_in_shard)
+      if bad is not None:  # this part reads records [skip, skip + take) of the shard
+        skipped += f.take - min(max(bad.record - f.skip, 0), f.take)
+    return skipped
 
   def records(self, split: str, process_index: int, process_count: int) -> tf.data.Dataset:
     part = tfds.split_for_jax_process(split, process_index=process_index,
                                       process_count=process_count)
     # Stored order (tfds shuffled the examples when it prepared the split); the image stays
     # encoded so that JPEGs decode only their crop.
-    return self.builder.as_dataset(
+    skip_bad = bool(self.config.input.get("skip_bad_records", False))
+    ds = self.builder.as_dataset(
         split=part, shuffle_files=False,
         decoders={self.image_key: tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(options=_options()))
+        # tfds's check that every record was read would fail, again at every retry of
+        # `ignore_errors`, on a shard whose end is skipped.
+        read_config=tfds.ReadConfig(options=_options(), assert_cardinality=not skip_bad))
+    if not skip_bad:
+      return ds  # a corrupt record stops the stream (see `explain_data_loss`)
+    for bad in self.bad_shards(part):
+      logging.warning("config.input.skip_bad_records: skipping %s and the %d records after "
+                      "it", bad.describe(), bad.num_records - bad.record - 1)
+    # Passes every readable record through in order: on clean data, the same stream.
+    return ds.ignore_errors()
 
   def load(self, record: dict) -> tuple[tf.Tensor, tf.Tensor]:
     return record[self.image_key], tf.cast(record[self.label_key], tf.int32)
@@ -159,6 +237,10 @@ class _FolderSource:
       raise ValueError(f"config.dataset={config.dataset!r}: {e}") from e
     self.num_classes = self.folder.num_classes
     self.num_skipped = len(self.folder.skipped)
+
+  def num_skipped_records(self, split: str) -> int:
+    del split  # image files, not records: bad ones are `num_skipped`
+    return 0
 
   def _examples(self, split: str, key: str) -> tuple[list[str], list[int]]:
     try:
@@ -182,6 +264,39 @@ class _FolderSource:
 
 
 _Source = Union[_TfdsSource, _FolderSource]
+
+
+def _check_shard(path: str, num_records: int) -> BadShard | None:
+  """None if the TFRecord file `path` reads to its end with every CRC right, else where and
+  why it stops. Cached by (path, size, mtime): the pipeline asks several times."""
+  stat = os.stat(path)
+  return _check_shard_cached(path, num_records, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_shard_cached(path: str, num_records: int, size: int,
+                        mtime_ns: int) -> BadShard | None:
+  del size, mtime_ns  # cache keys: a rewritten file is checked again
+  read, problem = 0, None
+  # Batches of records; after a failing batch, its records one by one to find the index.
+  batches = iter(tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(1024))
+  try:
+    for batch in batches:
+      read += int(batch.shape[0])
+  except tf.errors.DataLossError:
+    try:
+      for _ in tf.data.TFRecordDataset(path).skip(read):
+        read += 1
+    except tf.errors.DataLossError as e:
+      # TF's words without the op name it prefixes in braces and the [Op:…] it appends.
+      problem = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "",
+                       str(e).strip().split("\n")[0]).replace("' failed with ", ": ")
+  if read == num_records and problem is None:
+    return None
+  problem = (problem or f"{num_records - read} records missing").strip("' ")
+  match = re.search(r"record at (\d+)", problem)
+  return BadShard(path=path, record=read, num_records=num_records,
+                  offset=int(match.group(1)) if match else None, problem=problem)
 
 
 def _parts(items: list, count: int) -> list[list]:

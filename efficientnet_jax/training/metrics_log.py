@@ -9,11 +9,37 @@ TensorBoard's hparams record and what a resumed run's config is compared by.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from typing import Any, Mapping
 
 from etils import epath
 import ml_collections
+
+
+class DiskFullError(OSError):
+  """No space left on the device (or quota exceeded) while writing `filename`: nothing
+  already written is lost; free space and rerun the same command to resume."""
+
+  def __init__(self, filename: str, what: str, cause: OSError | None = None):
+    reason = os.strerror(cause.errno) if cause is not None and cause.errno else "disk full"
+    super().__init__(errno.ENOSPC,
+                     f"no space left to write {what} ({reason}): free space on the disk "
+                     "that holds it and run the same command again to resume", filename)
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """True for ENOSPC / EDQUOT, also when wrapped (`raise … from`, Orbax's async errors)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+      return True  # a C++ layer (TensorStore) reports it as text
+    error = error.__cause__ or error.__context__
+  return False
 
 
 class JsonlWriter:
@@ -26,12 +52,22 @@ class JsonlWriter:
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    self._text += json.dumps(record) + "\n"
-    # Written beside, then moved over it: a run killed mid-write leaves the old file whole
-    # (a cut-short file would lose every earlier record and break the next run's reads).
+    text = self._text + json.dumps(record) + "\n"
+    # Written beside, then moved over it: a run killed mid-write (or a full disk) leaves the
+    # old file whole (a cut-short file would lose every earlier record).
     partial = self.path.parent / (self.path.name + ".partial")
-    partial.write_text(self._text)
-    partial.replace(self.path)
+    try:
+      partial.write_text(text)
+      partial.replace(self.path)
+    except OSError as e:
+      if not is_disk_full(e):
+        raise
+      try:
+        partial.unlink(missing_ok=True)  # gives back the space the partial copy took
+      except OSError:
+        pass
+      raise DiskFullError(os.fspath(self.path), "the metrics log", e) from e
+    self._text = text
 
 
 def read(path: str) -> list[dict[str, Any]]:
