@@ -39,7 +39,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
 # `make test` hands whole files to two xdist workers (--dist loadfile) in collection order
 # (--no-loadscope-reorder). The longest files go first, so that the short ones fill in at
 # the end and both workers finish at about the same time (README "Tests" has the timings).
-LONGEST_FILES_FIRST = ("test_reliability.py", "test_distributed.py", "test_train.py",
+LONGEST_FILES_FIRST = ("test_reliability.py", "test_progressive.py", "test_distributed.py",
+                       "test_train.py",
                        "test_convert_keras.py", "test_finetune.py", "test_inference.py",
                        "test_convert_timm.py", "test_wheel.py", "test_model.py")
 

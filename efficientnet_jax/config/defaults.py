@@ -99,6 +99,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.9999                        # 0 disables EMA
   config.bn_group_size = 0                         # 0: global batch statistics
 
+  # --- Progressive learning (EfficientNetV2; training/progressive.py). Each start value
+  # grows over the stages to the value the rest of the config sets. ---
+  config.progressive = ml_collections.ConfigDict()
+  config.progressive.num_stages = 0                # 0: off; V2's released recipe: 4
+  config.progressive.interpolation = "released"    # "released" (automl's code) | "paper"
+  config.progressive.start_image_size = 128        # → the training resolution
+  config.progressive.image_size_multiple = 1       # stage sizes round down to this
+  config.progressive.start_randaug_magnitude = 5.0   # → config.input.randaug_magnitude
+  config.progressive.start_mixup_alpha = 0.0       # → config.input.mixup_alpha
+  config.progressive.start_cutmix_alpha = 0.0      # → config.input.cutmix_alpha
+  # None: not scheduled (the model's rate in every stage, as in automl's released code).
+  config.progressive.start_dropout_rate = config_dict.placeholder(float)
+  config.progressive.start_drop_path_rate = config_dict.placeholder(float)
+
   # --- Evaluation, logging, checkpoints. ---
   config.eval_every_epochs = 1.0
   config.eval_raw_weights = False                  # also evaluate non-EMA weights

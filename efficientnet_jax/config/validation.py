@@ -16,7 +16,7 @@ import ml_collections
 from efficientnet_jax.config import defaults
 from efficientnet_jax.data import augment
 from efficientnet_jax.models import convnet, layers, registry, scaling
-from efficientnet_jax.training import metrics_log, optimizers
+from efficientnet_jax.training import metrics_log, optimizers, progressive
 
 _Check = Callable[[Any], bool]
 
@@ -75,6 +75,20 @@ RULES: dict[str, tuple[tuple[type, ...], _Check, str]] = {
     "input.randaug_magnitude": ((int, float),
                                 lambda v: 0 <= v <= augment.MAX_RANDAUG_MAGNITUDE,
                                 f"in [0, {augment.MAX_RANDAUG_MAGNITUDE}]"),
+    "progressive.num_stages": ((int,), _non_negative, ">= 0 (0: off)"),
+    "progressive.interpolation": ((str,), lambda v: v in progressive.INTERPOLATIONS,
+                                  f"one of {', '.join(progressive.INTERPOLATIONS)}"),
+    "progressive.start_image_size": ((int,), _positive, "> 0"),
+    "progressive.image_size_multiple": ((int,), _positive, "> 0"),
+    "progressive.start_randaug_magnitude": ((int, float),
+                                            lambda v: 0 <= v <= augment.MAX_RANDAUG_MAGNITUDE,
+                                            f"in [0, {augment.MAX_RANDAUG_MAGNITUDE}]"),
+    "progressive.start_mixup_alpha": ((int, float), _non_negative, ">= 0"),
+    "progressive.start_cutmix_alpha": ((int, float), _non_negative, ">= 0"),
+    "progressive.start_dropout_rate": ((int, float, type(None)),
+                                       lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
+    "progressive.start_drop_path_rate": ((int, float, type(None)),
+                                         lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
     "batch_size": ((int,), _positive, "> 0"),
     "eval_batch_size": ((int, type(None)), _optional_positive, "> 0"),
     "num_epochs": ((int, float), _positive, "> 0"),
@@ -136,6 +150,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     if not check(value):
       raise ValueError(f"config.{key}={value!r} must be {meaning}")
   check_model(config.model)
+  progressive.check(config)
   low, high = tuple(config.input.crop_area_range)
   if not 0 < low <= high <= 1:
     raise ValueError(f"config.input.crop_area_range={(low, high)} must satisfy "

@@ -3,7 +3,9 @@
 Read `train_and_evaluate` top to bottom: it checks the config, sets the run up (`_Run`:
 the model, the optimizer and the data, the latest checkpoint of the workdir restored if
 there is one), then alternates train steps with logging, periodic evaluation (on the EMA
-weights) and checkpointing, each a small method of the run.
+weights) and checkpointing, each a small method of the run. With progressive learning
+(`progressive`) the run enters each stage at its first step: that stage's input pipeline
+(image size, augmentation strength), model (dropout) and compiled step.
 
 The pieces live beside it: the train state and step in `train_step`, the mesh in
 `sharding`, evaluation in `evaluator`, checkpoints and the workdir lock in
@@ -28,8 +30,8 @@ from efficientnet_jax.config import validation
 from efficientnet_jax.data import input_pipeline
 from efficientnet_jax.models import registry
 from efficientnet_jax.training import (checkpointing, confusion_matrix, evaluator, freezing,
-                                       metrics_log, optimizers, preemption, sharding,
-                                       train_step)
+                                       metrics_log, optimizers, preemption, progressive,
+                                       sharding, train_step)
 
 NUM_LOGGED_IMAGES = 8  # training images shown in TensorBoard at the first step
 
@@ -42,6 +44,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.init_from:
     _check_init_from_family(config)
   input_pipeline.validate(config)
+  if config.progressive.num_stages:  # the stages must fit the run's steps
+    info = input_pipeline.dataset_info(config)
+    progressive.check(config, optimizers.total_steps(
+        config, info.num_train_examples / config.batch_size))
 
 
 def _check_init_from_family(config: ml_collections.ConfigDict) -> None:
@@ -80,7 +86,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         run.train(step)
         stopping = preempted.requested(step)
         last = step == run.num_steps
-        if step % config.log_every_steps == 0 or last or stopping:
+        stage_ends = step == run.stage.last_step  # a stage's throughput stays its own
+        if step % config.log_every_steps == 0 or last or stopping or stage_ends:
           run.log(step)
         if step % run.eval_every == 0 or last:
           run.evaluate(step)
@@ -112,13 +119,16 @@ class _Run:
 
     # The model, the schedule and the optimizer, from the dataset's size.
     info = input_pipeline.dataset_info(config)
+    self.num_classes, self.skipped_records = info.num_classes, info.num_skipped_records
     model, resolution = train_step.create_model(config, info.num_classes)
     eval_resolution = registry.scaling_of(config.model).eval_size  # V2 evaluates larger
     self.steps_per_epoch = info.num_train_examples / config.batch_size
     self.num_steps = optimizers.total_steps(config, self.steps_per_epoch)
     self.eval_every = max(1, int(round(config.eval_every_epochs * self.steps_per_epoch)))
     learning_rate_fn = optimizers.learning_rate_fn(config, self.steps_per_epoch)
-    tx = freezing.freeze_backbone_for(
+    self.stages = progressive.stages(config, self.num_steps)
+    self.learning_rate_fn, self.loss_transform = learning_rate_fn, loss_transform
+    self.tx = tx = freezing.freeze_backbone_for(
         optimizers.create_optimizer(config, learning_rate_fn),
         int(round(config.finetune.freeze_backbone_epochs * self.steps_per_epoch)))
 
@@ -145,13 +155,14 @@ class _Run:
                  resolution, eval_resolution, self.num_steps, self.steps_per_epoch,
                  jax.device_count(), self.start_step)
 
-    # The compiled steps and the data, from where the restored state left off.
-    self.step_fn = train_step.compile_train_step(model, tx, learning_rate_fn, config,
-                                                 self.mesh, loss_transform)
+    if config.progressive.num_stages:
+      logging.info("progressive learning (%s):\n%s", config.progressive.interpolation,
+                   progressive.describe(self.stages))
+
+    # Evaluation; the train step and data come per stage (`enter_stage`), from where the
+    # restored state left off.
     self.evaluator = evaluator.Evaluator(model, config, self.mesh, eval_resolution)
-    self.train_batches = input_pipeline.create_train_dataset(
-        config, resolution, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=self.start_step).as_numpy_iterator()
+    self.stage: Optional[progressive.Stage] = None
     self.progress = periodic_actions.ReportProgress(num_train_steps=self.num_steps,
                                                     writer=self.writer)
     self.hooks = [self.progress] if is_main else []
@@ -172,8 +183,33 @@ class _Run:
     self.writer.flush()
     self.bar.close()
 
+  def enter_stage(self, step: int) -> None:
+    """Builds the train step and input stream of the stage of `step` (the whole run when
+    progressive learning is off), the stream starting at that step's batch.
+
+    Batches are a function of the step (see `create_train_dataset`), so entering a stage
+    midway, on resume, yields what an uninterrupted run trains on."""
+    config = self.config
+    self.stage = stage = progressive.stage_of(self.stages, step)
+    stage_config = progressive.stage_config(config, stage)
+    model, _ = train_step.create_model(stage_config, self.num_classes)  # the stage's dropout
+    # One compile per stage; the persistent cache serves it again on restart.
+    self.step_fn = train_step.compile_train_step(model, self.tx, self.learning_rate_fn,
+                                                 stage_config, self.mesh, self.loss_transform)
+    self.train_batches = input_pipeline.create_train_dataset(
+        stage_config, stage.image_size, process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=step - 1).as_numpy_iterator()
+    self.stage_entry_step, self.stage_clock = step, None
+    if config.progressive.num_stages:
+      terminal.say(f"stage {stage.index + 1}/{len(self.stages)} from step {step}: "
+                   f"{stage.image_size} px, " + ", ".join(
+                       f"{k} {v:.4g}" for k, v in stage.values().items()
+                       if k not in ("stage", "image_size")))
+
   def train(self, step: int) -> None:
     """Runs train step `step` on the next global batch; its metrics stay on the device."""
+    if self.stage is None or step > self.stage.last_step:
+      self.enter_stage(step)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       host_batch = next(self.train_batches)
       if step == 1 and self.jsonl:  # what the model sees, after augmentation
@@ -181,6 +217,9 @@ class _Run:
                                         host_batch["image"][:NUM_LOGGED_IMAGES]})
       batch = sharding.global_batch(host_batch, self.mesh)
       self.state, metrics = self.step_fn(self.state, batch, self.dropout_rng)
+    if step == self.stage_entry_step:  # the stage's clock starts after its compile
+      jax.block_until_ready(self.state)
+      self.stage_clock = (time.time(), step)
     self.pending_metrics.append(metrics)  # fetched only when logged: no host sync per step
     for hook in self.hooks:
       hook(step)
@@ -193,10 +232,20 @@ class _Run:
     summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     self.nonfinite_total += sum(float(m["nonfinite"]) for m in fetched)
     summary["nonfinite_steps"] = self.nonfinite_total
+    summary["skipped_records"] = float(self.skipped_records)
     now = time.time()
     summary["images_per_second"] = ((step - self.last_log_step) * self.config.batch_size
                                     / max(now - self.last_log_time, 1e-9))
     summary["epoch"] = step / self.steps_per_epoch
+    if self.config.progressive.num_stages:
+      summary.update(self.stage.values())
+      clock_time, clock_step = self.stage_clock or (now, step)
+      if step == self.stage.last_step and step > clock_step:  # the stage's steady rate
+        summary["stage_images_per_second"] = ((step - clock_step) * self.config.batch_size
+                                              / max(now - clock_time, 1e-9))
+        terminal.say(f"stage {self.stage.index + 1}/{len(self.stages)} "
+                     f"({self.stage.image_size} px): "
+                     f"{summary['stage_images_per_second']:.1f} img/s")
     self.last_log_time, self.last_log_step, self.pending_metrics = now, step, []
     self.bar.set_postfix(loss=f"{summary['loss']:.3f}", epoch=f"{summary['epoch']:.1f}",
                          refresh=False)
