@@ -111,6 +111,9 @@ def main(argv):
     logging.error("%s", e)
     sys.exit(EXIT_NONFINITE)
   except metrics_log.DiskFullError as e:
+    # Said on the terminal first: train.log may sit on the full disk too.
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    python_logging.raiseExceptions = False  # a log line that cannot be written is dropped
     logging.error("%s", e)
     sys.exit(EXIT_DISK_FULL)
   except tf.errors.DataLossError as e:

@@ -2,17 +2,19 @@
 disk that fills during a checkpoint save or a metrics write. Run alone with
 `pytest -m faults`."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from efficientnet_jax.data import input_pipeline
-from conftest import REPO, tiny_config
+from conftest import REPO, latest_state, tiny_config
 
 pytestmark = pytest.mark.faults
 
@@ -126,3 +128,54 @@ def test_main_names_the_corrupt_shard(data_dir, tmp_path):
     assert f"{shard}: record 3 of {NUM_TRAIN}" in text, text[-3000:]
     assert "corrupted record" in text
   assert "Traceback" not in run.stderr
+
+
+def test_full_disk_stops_the_run_and_the_same_command_resumes_bitwise(data_dir, tmp_path,
+                                                                      tiny_run):
+  """A real full disk: a size-limited tmpfs mounted in a user namespace of its own
+  (`unshare -rm`, no root needed). A checkpoint save meets ENOSPC (exit status 78, the
+  checkpoints directory named), then a metrics write does; each time the earlier
+  checkpoints stay readable, metrics.jsonl keeps every earlier record, and after the
+  filler file is deleted the same run resumes to an uninterrupted run's state, bitwise."""
+  mount, out = tmp_path / "mount", tmp_path / "out"
+  mount.mkdir()
+  out.mkdir()
+  child = subprocess.run(
+      ["unshare", "-rm", sys.executable,
+       os.path.join(REPO, "tests", "disk_full", "fill_disk_during_training.py"),
+       str(mount), data_dir, str(out)],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+      timeout=1200)
+  assert child.returncode == 0, child.stderr[-5000:]
+  results = json.loads((out / "results.json").read_text())
+  _, uninterrupted = latest_state(tiny_run(12))
+
+  cli = results["checkpoint"]
+  assert cli["full_exit"] == 78, cli["full_stderr"]
+  checkpoints_dir = str(mount / "checkpoint" / "checkpoints")
+  # The run's last word, on the terminal and in train.log (Orbax logs its own errors first).
+  last_line = cli["full_stderr"].strip().splitlines()[-1]
+  assert "no space left to write a checkpoint (at step " in last_line, last_line
+  assert last_line.endswith(f"run the same command again to resume: '{checkpoints_dir}'")
+  assert "Logging error" not in cli["full_stderr"]
+  assert "1" in cli["after_full"]["checkpoints"]  # the first checkpoint, complete
+  assert cli["resumed_exit"] == 0, cli["resumed_stderr"]
+  assert not [n for n in cli["after_resume"]["checkpoints"] if n.endswith("-tmp")]
+
+  metrics = results["metrics"]
+  assert metrics["error"].startswith("DiskFullError: [Errno 28] no space left to write the "
+                                     "metrics log"), metrics["error"]
+  assert str(mount / "metrics" / "metrics.jsonl") in metrics["error"]
+  assert metrics["after_full"]["metrics"] == metrics["before_fill"]["metrics"]
+  assert [json.loads(line)["step"] for line in
+          metrics["before_fill"]["metrics"].splitlines()] == [4]
+  assert "metrics.jsonl.partial" not in metrics["after_full"]["files"]
+  assert {"1", "4"} <= set(metrics["after_full"]["checkpoints"])
+  # After the restart every earlier record is still there, then the resumed run's.
+  assert metrics["after_resume"]["metrics"].startswith(metrics["before_fill"]["metrics"])
+
+  for name in ("checkpoint", "metrics"):
+    step, resumed = latest_state(str(out / name))
+    assert step == 12
+    for x, y in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed), strict=True):
+      np.testing.assert_array_equal(x, y)

@@ -6,16 +6,22 @@ Layout of a workdir:
   checkpoints/<step>/  the last `config.keep_checkpoints` states, every
                        `config.checkpoint_every_steps` steps and at the end (async)
   best/<step>/         the state with the best eval top-1 so far
+
+A disk that fills during a save (Orbax writes asynchronously, so the error arrives at the
+next save or at close) raises `metrics_log.DiskFullError` naming the directory: the save
+in progress stays an `<step>.orbax-checkpoint-tmp` directory that a resume ignores, and
+the previous checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 from etils import epath
@@ -89,7 +95,13 @@ class Checkpoints:
         logging.warning("Resuming with a changed config:\n  %s", "\n  ".join(differences))
       return
     if jax.process_index() == 0:
-      path.write_text(json.dumps(current, indent=2, sort_keys=True))
+      try:
+        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+      except OSError as e:
+        if not metrics_log.is_disk_full(e):
+          raise
+        path.unlink(missing_ok=True)  # a cut-short config.json would fail the resume
+        raise metrics_log.DiskFullError(os.fspath(path), "the run's config", e) from e
 
   def restore_or_init(self, state: Any, sharding: jax.sharding.Sharding) -> Any:
     """The newest readable saved state of this workdir, or `state` if it has none.
@@ -116,18 +128,39 @@ class Checkpoints:
     return state
 
   def save(self, step: int, state: Any, force: bool = False) -> None:
-    self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                     force=force)
+    with _full_disk_reported(self.latest, f"a checkpoint (at step {step})"):
+      self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                       force=force)
 
   def save_best(self, step: int, state: Any, top1: float) -> None:
-    self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                   metrics={"eval_top1": float(top1)}, force=True)
+    with _full_disk_reported(self.best, f"a checkpoint (the best, at step {step})"):
+      self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                     metrics={"eval_top1": float(top1)}, force=True)
 
   def close(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
-    self.latest.close()
-    self.best.close()
+    """Completes the saves in progress and closes both managers, even when one fails."""
+    errors = []
+    for manager in (self.latest, self.best):
+      try:
+        with _full_disk_reported(manager, "a checkpoint (the save in progress)"):
+          manager.wait_until_finished()
+      except Exception as e:  # noqa: BLE001 - the other manager is still closed
+        errors.append(e)
+      manager.close()
+    if errors:
+      raise errors[0]
+
+
+@contextlib.contextmanager
+def _full_disk_reported(manager: ocp.CheckpointManager, what: str) -> Iterator[None]:
+  """Orbax/TensorStore's ENOSPC (an OSError or a RESOURCE_EXHAUSTED ValueError, maybe from
+  the previous async save) as one `DiskFullError` naming the directory."""
+  try:
+    yield
+  except Exception as e:
+    if not metrics_log.is_disk_full(e):
+      raise
+    raise metrics_log.DiskFullError(os.fspath(manager.directory), what) from e
 
 
 class WorkdirLock:
