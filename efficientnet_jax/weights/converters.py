@@ -24,6 +24,8 @@ import dataclasses
 import importlib
 import inspect
 import os
+import re
+import zipfile
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -62,14 +64,126 @@ def convert(path: str | os.PathLike[str], format: str, **given: Any
 
   Raises:
     ValueError: an unknown format, an option that format does not take, or what the
-      converter raises (a file that does not fit, one error listing every problem).
+      converter raises (a file that does not fit, one error listing every problem; a
+      file that is truncated, of another format or a directory), always naming `path`.
   """
   chosen = {name: value for name, value in given.items() if value is not None}
   unknown = sorted(set(chosen) - set(options(format)))
   if unknown:
     raise ValueError(f"the {format} converter takes no {', '.join(unknown)}; its options: "
                      f"{', '.join(options(format))}")
-  return converter(format).convert(path, **chosen)
+  try:
+    return converter(format).convert(path, **chosen)
+  except ValueError as e:  # every refusal names the file, even those from shared code
+    if _names(str(e), os.fspath(path)) or _names(str(e), os.path.abspath(path)):
+      raise
+    raise ValueError(f"{os.fspath(path)}: {e}") from None
+
+
+def _names(message: str, path: str) -> bool:
+  """Whether `message` names `path` whole, as a path is written (a file "w" is not named
+  by "weights")."""
+  return re.search(rf"(^|[\s'\"]){re.escape(path)}($|[\s'\":/])", message) is not None
+
+
+def reason(error: BaseException) -> str:
+  """The first line of a reader's error (h5py, torch, safetensors, TF), for a message
+  that names the file: their full messages run to pages."""
+  text = str(error).strip()
+  return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else (
+      type(error).__name__)
+
+
+# --- What a file is, to name one handed to the wrong converter. --------------------------
+
+# file_kind → how an error describes it (and the format that reads it).
+FILE_KINDS = {
+    "hdf5": "an HDF5 file (Keras .h5 or .weights.h5 weights: --format=keras)",
+    "keras": "a .keras archive (--format=keras)",
+    "torch": "a PyTorch file, as torch.save writes (--format=timm or "
+             "--format=efficientnet_pytorch)",
+    "safetensors": "a safetensors file (--format=timm or --format=efficientnet_pytorch)",
+    "tf_index": "a TF checkpoint's .index file (--format=tf, given the checkpoint's "
+                "directory or its prefix without .index)",
+    "zip": "a zip archive",
+    "text": "a text file",
+    "empty": "an empty file (0 bytes)",
+}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = 0x80  # the first byte of a pickle (torch.save's legacy format)
+_SSTABLE_FOOTER = (0xdb4775248b80fb57).to_bytes(8, "little")  # ends a TF .index file
+_TEXT = bytes(range(32, 127)) + b"\t\n\r\f"
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+  """What the first and last bytes of the file at `path` say it is: a key of
+  `FILE_KINDS`, or None when they say none of those (a damaged or unknown file).
+
+  A cut file often keeps its first bytes: the kind is then that of the whole file, and its
+  reader says what is missing. Reads at most a few kilobytes (a zip's directory).
+  """
+  with open(path, "rb") as f:
+    head = f.read(4096)
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - len(_SSTABLE_FOOTER)))
+    tail = f.read()
+  if not head:
+    return "empty"
+  if head.startswith(_HDF5_MAGIC):
+    return "hdf5"
+  if head.startswith(_ZIP_MAGIC):
+    try:  # both a .keras file and torch.save's are zip archives: their members differ
+      with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+      return "zip"  # its directory (at the end) is gone: cut short, or damaged
+    if "model.weights.h5" in names:
+      return "keras"
+    return "torch" if any(n.endswith("data.pkl") for n in names) else "zip"
+  if head[0] == _PICKLE_PROTOCOL:
+    return "torch"
+  header_size = int.from_bytes(head[:8], "little")  # safetensors: u64 size, then JSON
+  if len(head) > 8 and head[8:9] == b"{" and header_size < 2**27:
+    return "safetensors"
+  if tail == _SSTABLE_FOOTER:
+    return "tf_index"
+  if not head.translate(None, _TEXT):
+    return "text"
+  return None
+
+
+def expect_kind(path: str | os.PathLike[str], expected: str, reads: tuple[str, ...]
+                ) -> str | None:
+  """The `file_kind` of `path` when a reader that takes `reads` takes it (an unknown
+  kind, None, is left to the reader to judge). `expected` names what that reader reads.
+
+  Raises:
+    ValueError: the file's bytes say it is another kind: naming the file, what was
+      expected and what the file is, before anything is read.
+  """
+  kind = file_kind(path)
+  if kind is not None and kind not in reads:
+    raise ValueError(f"{os.fspath(path)} is not {expected}: it is {FILE_KINDS[kind]}")
+  return kind
+
+
+def mismatch(variant: str, shapes: Callable[[], tuple[int, int, int]],
+             squeeze_excite: bool | None = None) -> str:
+  """'variant=… (family) does not fit this file: its … are those of … (family).\n', to
+  put before the list of tensors that do not fit; '' when the file's (stem width, head
+  width, block count), which `shapes` reads, are `variant`'s or no published variant's."""
+  try:
+    found = registry.infer_variant(*shapes(), family_name=None,
+                                   squeeze_excite=squeeze_excite)
+  except ValueError:
+    return ""
+  if found == variant:
+    return ""
+  family = lambda v: registry.lookup(v)[0].name
+  return (f"variant={variant!r} ({family(variant)}) does not fit this file: its stem width, "
+          f"head width and block count are those of {found!r} ({family(found)}).\n")
 
 
 # --- Conventions of the source frameworks. -----------------------------------------------

@@ -72,9 +72,11 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       variant's resolution and the reference's crop.
 
   Raises:
-    ValueError: a file that is not in this naming (e.g. a timm state dict), a variant this
-      naming cannot hold, AdvProp for Lite, or tensors that do not fit the variant exactly
-      (one message lists every missing, unused and mis-shaped tensor).
+    ValueError: a directory, a file of another format or one cut short
+      (`timm.read_state_dict`), a file that is not in this naming (e.g. a timm state
+      dict), a variant this naming cannot hold, AdvProp for Lite, or tensors that do not
+      fit the variant exactly (one message names the variant the shapes are, if another,
+      and lists every missing, unused and mis-shaped tensor).
   """
   source = timm_format.read_state_dict(path, "efficientnet_pytorch")
   if "_conv_stem.weight" not in source:
@@ -112,8 +114,12 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       bn_epsilon=bn_epsilon, resolution=resolution, crop_fraction=crop_fraction)
   ignored = {n: "PyTorch BatchNorm's update counter; no effect on outputs"
              for n in source if n.endswith(".num_batches_tracked")}
-  flat = strict.assign(converters.variable_shapes(network, num_classes), source,
-                       rules(network, num_classes), ignored)
+  try:
+    flat = strict.assign(converters.variable_shapes(network, num_classes), source,
+                         rules(network, num_classes), ignored)
+  except ValueError as e:  # a variant asked for that the tensors are not
+    raise ValueError(converters.mismatch(variant, lambda: _shapes(source), squeeze_excite)
+                     + str(e)) from None
   return strict.unflatten(flat), info
 
 

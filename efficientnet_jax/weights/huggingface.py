@@ -53,15 +53,24 @@ def read_timm_folder(folder: str | os.PathLike[str]) -> TimmFolder:
   """The weights file and settings of a timm Hugging Face folder.
 
   Raises:
-    ValueError: no config.json, one that is not timm's (no "architecture"), or no weights
-      file. A size that is not square is returned as None: the caller asks for one.
+    ValueError: an empty folder, no config.json, one that is not valid JSON or not
+      timm's (no "architecture"), or no weights file. A size that is not square is
+      returned as None: the caller asks for one.
   """
   folder = os.fspath(folder)
   config_file = os.path.join(folder, CONFIG_FILE)
+  if not os.listdir(folder):
+    raise ValueError(f"{folder} is an empty directory; timm weights are a .safetensors or "
+                     f".pth file, or the Hugging Face folder timm writes ({CONFIG_FILE} and "
+                     f"{' or '.join(WEIGHTS_FILES[:2])})")
   if not os.path.isfile(config_file):
     raise ValueError(f"{folder}: no {CONFIG_FILE} (a timm Hugging Face folder has one)")
   with open(config_file) as f:
-    config = json.load(f)
+    try:
+      config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut short, or not JSON
+      raise ValueError(f"{config_file} is not valid JSON (truncated or damaged?): {e}"
+                       ) from None
   if not isinstance(config, dict) or "architecture" not in config:
     raise ValueError(f"{config_file}: not a timm config (no \"architecture\")")
   # Older exports: one flat dict; newer: the preprocessing under "pretrained_cfg".

@@ -97,10 +97,11 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   The info's `mean_rgb`/`stddev_rgb` are Keras's input preprocessing (module doc).
 
   Raises:
-    ValueError: the file does not match the variant exactly (one message lists every
-      missing, unused and mis-shaped tensor, after naming the variant the file's shapes
-      fit if it is another one), no variant matches its shapes, or the variant is of a
-      family Keras does not build.
+    ValueError: a directory, a file of another format or one cut short (`_read_tensors`),
+      the file does not match the variant exactly (one message lists every missing,
+      unused and mis-shaped tensor, after naming the variant the file's shapes fit if it
+      is another one), no variant matches its shapes, or the variant is of a family Keras
+      does not build.
   """
   raw, layout = _read_tensors(path)
   named = variant
@@ -124,7 +125,8 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
     flat = strict.assign(expected, tensors, _rules(layers), _IGNORED)
   except ValueError as e:
     if named:  # say what the file is, when the variant asked for is something else
-      raise ValueError(f"{_mismatch(variant, raw, layout)}{e}") from None
+      raise ValueError(converters.mismatch(variant, lambda: _shapes(raw, layout),
+                                         squeeze_excite=True) + str(e)) from None
     raise
   if family == V1:
     mean_rgb = _rgb(255.0 * flat.pop("preprocessing/mean"))
@@ -168,16 +170,33 @@ def v2_preprocessing(variant: str) -> tuple[tuple[float, float, float],
 
 
 def _read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
-  """Every dataset in the file by its HDF5 path, and the layout: "legacy" or "keras3"."""
-  if zipfile.is_zipfile(path):  # a .keras archive
-    with zipfile.ZipFile(path) as archive:
-      data = io.BytesIO(archive.read("model.weights.h5"))
-    with h5py.File(data, "r") as f:
-      return _datasets(f), "keras3"
-  with h5py.File(path, "r") as f:
-    root = f["model_weights"] if "model_weights" in f else f
-    layout = "legacy" if "layer_names" in root.attrs else "keras3"
-    return _datasets(root), layout
+  """Every dataset in the file by its HDF5 path, and the layout: "legacy" or "keras3".
+
+  Raises:
+    ValueError: no such file, a directory, a file of another format, or one that is no
+      longer (being cut short) an HDF5 file or a .keras archive holding one.
+  """
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory; the keras format is one .h5, .weights.h5 or "
+                     ".keras file")
+  if not os.path.isfile(path):
+    raise ValueError(f"Keras weights file {path!r} does not exist")
+  converters.expect_kind(path, "Keras weights", reads=("hdf5", "keras", "zip"))
+  try:
+    if zipfile.is_zipfile(path):  # a .keras archive
+      with zipfile.ZipFile(path) as archive:
+        data = io.BytesIO(archive.read("model.weights.h5"))
+      with h5py.File(data, "r") as f:
+        return _datasets(f), "keras3"
+    with h5py.File(path, "r") as f:
+      root = f["model_weights"] if "model_weights" in f else f
+      layout = "legacy" if "layer_names" in root.attrs else "keras3"
+      return _datasets(root), layout
+  except (OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    # h5py's messages say what is wrong (truncated file, file signature not found).
+    raise ValueError(f"{path}: not a readable Keras weights file (.h5, .weights.h5 or "
+                     f".keras; truncated or damaged?): {converters.reason(e)}") from None
 
 
 def _keras_layers(network: architecture.Network, family: str) -> list[_Layer]:
@@ -234,20 +253,6 @@ def _layer_number(path: str) -> int:
   """`layers/conv2d_12/vars/0` → 12 (`layers/conv2d/...` → 0): Keras's creation order."""
   m = re.match(r"layers/[a-z_0-9]+?(?:_(\d+))?/vars/", path)
   return int(m.group(1) or 0) if m else 0
-
-
-def _mismatch(variant: str, raw: dict[str, np.ndarray], layout: str) -> str:
-  """'variant=… (family) does not fit: the file's shapes are those of … (family)', or ''."""
-  try:
-    found = registry.infer_variant(*_shapes(raw, layout), family_name=None,
-                                   squeeze_excite=True)
-  except ValueError:
-    return ""
-  if found == variant:
-    return ""
-  family = lambda v: registry.lookup(v)[0].name
-  return (f"variant={variant!r} ({family(variant)}) does not fit this file: its stem width, "
-          f"head width and block count are those of {found!r} ({family(found)}).\n")
 
 
 def _rules(layers: list[_Layer]) -> dict[str, strict.Rule]:

@@ -71,14 +71,28 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       ('same', 1e-3, the variant's resolution, its crop).
 
   Raises:
-    ValueError: unreadable path, or tensors that do not fit the variant exactly (one
+    ValueError: an empty directory, a file of another format, a checkpoint that cannot be
+      read (cut short, damaged), or tensors that do not fit the variant exactly (one
       message lists every missing, unused and mis-shaped tensor).
   """
+  path = os.fspath(path)
+  if not os.path.exists(path) and not os.path.exists(f"{path}.index"):
+    raise ValueError(f"cannot read a TF checkpoint at {path!r}: it does not exist "
+                     f"(neither a directory nor the prefix of an .index file)")
+  if os.path.isdir(path) and not os.listdir(path):
+    raise ValueError(f"{path} is an empty directory; a TF checkpoint directory holds a "
+                     "`checkpoint` file and the model.ckpt-N.index and .data-* files")
+  if os.path.isfile(path):  # a prefix names no file: a file is another format (or .index)
+    converters.expect_kind(path, "a TF checkpoint (its directory or prefix)", reads=())
   import tensorflow as tf  # imported here: only this converter needs TF
+  # What TF's reader raises for a missing, cut or foreign file (its C++ errors come as
+  # OpError, or as IndexError for a read past the end).
+  unreadable = (tf.errors.OpError, ValueError, IndexError, RuntimeError)
   try:
-    reader = tf.train.load_checkpoint(os.fspath(path))
-  except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-    raise ValueError(f"cannot read a TF checkpoint at {os.fspath(path)!r}: {e}") from None
+    reader = tf.train.load_checkpoint(path)
+  except unreadable as e:
+    raise ValueError(f"cannot read a TF checkpoint at {path!r} (truncated, damaged or not "
+                     f"a TF checkpoint?): {converters.reason(e)}") from None
   shapes = reader.get_variable_to_shape_map()
   scope = _model_scope(shapes)
   variant = converters.choose_variant(variant, lambda: _shapes(shapes, scope),
@@ -113,7 +127,11 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
         ignored[name] = "EMA copy; use_ema=False takes the raw weights"
     elif name not in ignored:
       chosen.setdefault(name, name)
-  source = {base: reader.get_tensor(name) for base, name in chosen.items()}
+  try:  # the index can be whole while the data file is cut short
+    source = {base: reader.get_tensor(name) for base, name in chosen.items()}
+  except unreadable as e:
+    raise ValueError(f"cannot read the tensors of the TF checkpoint at {path!r} (its data "
+                     f"file truncated or damaged?): {converters.reason(e)}") from None
   from_ema = sum(1 for base, name in chosen.items() if base != name)
   mapped = sum(1 for base in chosen if base in mapping)
   ema = "ema" if from_ema == mapped else ("raw" if not from_ema else "mixed")
@@ -127,8 +145,12 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       {"format": "tf", "file": os.path.abspath(os.fspath(path)), "weights": ema},
       advprop=advprop, mean_rgb=mean_rgb, stddev_rgb=stddev_rgb, padding=padding,
       bn_epsilon=bn_epsilon, resolution=resolution, crop_fraction=crop_fraction)
-  flat = strict.assign(converters.variable_shapes(network, num_classes), source, mapping,
-                       ignored)
+  try:
+    flat = strict.assign(converters.variable_shapes(network, num_classes), source, mapping,
+                         ignored)
+  except ValueError as e:  # a variant asked for that the tensors are not
+    raise ValueError(converters.mismatch(variant, lambda: _shapes(shapes, scope),
+                                         squeeze_excite=True) + str(e)) from None
   return strict.unflatten(flat), info
 
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import re
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -73,9 +75,12 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
       implies, and the reference's resolution and crop.
 
   Raises:
-    ValueError: a bare state dict with no name (nor padding and bn_epsilon), an unknown
-      name or convention, a name that contradicts config.json, or tensors that do not fit
-      the variant exactly (one message lists every missing, unused and mis-shaped tensor).
+    ValueError: a file of another format or one cut short (`read_state_dict`), an empty
+      folder or one with a damaged config.json, a bare state dict with no name (nor
+      padding and bn_epsilon), an unknown name or convention, a name that contradicts
+      config.json, or tensors that do not fit the variant exactly (one message names the
+      variant the shapes are, if another, and lists every missing, unused and mis-shaped
+      tensor).
   """
   if not os.path.exists(path):
     raise ValueError(f"timm weights {os.fspath(path)!r} do not exist")
@@ -87,9 +92,16 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
   name_variant, convention = _parse_name(timm_name, padding)
   weights_file = folder.weights_file if folder else os.fspath(path)
   source = read_state_dict(weights_file, "timm")
+  if "conv_stem.weight" not in source:  # another model or naming: one line, not 300
+    hint = (" It has efficientnet_pytorch's names: use --format=efficientnet_pytorch."
+            if "_conv_stem.weight" in source else
+            f" Its first names: {', '.join(list(source)[:4]) or '(none)'}.")
+    raise ValueError(f"{weights_file}: no conv_stem.weight, so not a timm EfficientNet "
+                     f"state dict.{hint}")
+  squeeze_excite = any(".se.conv_reduce." in n for n in source)
   variant = converters.choose_variant(
       variant, lambda: _shapes(source), named=name_variant, naming=f"timm_name={timm_name!r}",
-      family_name=None, squeeze_excite=any(".se.conv_reduce." in n for n in source))
+      family_name=None, squeeze_excite=squeeze_excite)
   network = registry.variant_network(variant)
   given_crop = crop_fraction
   mean_rgb, stddev_rgb, crop_fraction = _preprocessing(variant, convention, crop_fraction)
@@ -117,8 +129,12 @@ def convert(path: str | os.PathLike[str], *, variant: str | None = None,
     info = dataclasses.replace(info, train_resolution=folder.train_resolution)
   ignored = {n: "PyTorch BatchNorm's update counter; no effect on outputs"
              for n in source if n.endswith(".num_batches_tracked")}
-  flat = strict.assign(converters.variable_shapes(network, num_classes), source,
-                       rules(network, num_classes), ignored)
+  try:
+    flat = strict.assign(converters.variable_shapes(network, num_classes), source,
+                         rules(network, num_classes), ignored)
+  except ValueError as e:  # a variant asked for (or named) that the tensors are not
+    raise ValueError(converters.mismatch(variant, lambda: _shapes(source), squeeze_excite)
+                     + str(e)) from None
   return strict.unflatten(flat), info
 
 
@@ -148,20 +164,38 @@ def _folder_name(timm_name: str | None, folder: huggingface.TimmFolder) -> str:
 def read_state_dict(path: str | os.PathLike[str], format: str) -> dict[str, np.ndarray]:
   """Every tensor of a PyTorch state dict file by name, as numpy.
 
-  `.safetensors` through the safetensors package (no torch), anything else through
-  `torch.load(weights_only=True)`: a state dict, or a training checkpoint that holds one
-  under "state_dict". The "module." prefix that `nn.DataParallel` adds is removed.
-  `format` names the file's kind in errors.
+  A safetensors file (by its bytes, else by the `.safetensors` suffix) through the
+  safetensors package (no torch), anything else through `torch.load(weights_only=True)`:
+  a state dict, or a training checkpoint that holds one under "state_dict". The "module."
+  prefix that `nn.DataParallel` adds is removed. `format` names the file's kind in errors.
+
+  Raises:
+    ValueError: no such file, a directory, a file of another format (refused before
+      reading), one that is cut short or damaged, or one that holds no state dict.
   """
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory; {format} weights are read from one "
+                     ".safetensors or .pth file")
   if not os.path.isfile(path):
     raise ValueError(f"{format} weights file {path!r} does not exist")
-  if path.endswith(".safetensors"):
+  # torch.load's error for a foreign file is a page about weights_only: refused first.
+  kind = converters.expect_kind(path, f"{format} weights", reads=("torch", "zip", "safetensors"))
+  if kind == "safetensors" or (kind != "torch" and path.endswith(".safetensors")):
     from safetensors.numpy import load_file  # optional dependency: only for this format
-    state = dict(load_file(path))
+    try:
+      state = dict(load_file(path))
+    except Exception as e:  # SafetensorError (not importable by name) for any bad file
+      raise ValueError(f"{path}: not a readable safetensors file (truncated or "
+                       f"damaged?): {converters.reason(e)}") from None
   else:
     import torch  # optional dependency: only for pickled checkpoints
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+      state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as e:  # what torch raises for a cut or damaged file
+      raise ValueError(f"{path}: not a readable PyTorch weights file (truncated or "
+                       f"damaged?): {converters.reason(e)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
       state = state["state_dict"]  # training checkpoints wrap the state dict
     if not isinstance(state, dict):
