@@ -128,7 +128,11 @@ def read_info(path: str | os.PathLike[str]) -> weights_directory.WeightsInfo:
   if not os.path.isfile(config_path):
     raise ValueError(f"workdir {path} has no config.json")
   with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    try:
+      config = ml_collections.ConfigDict(json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut short (a full disk)
+      raise ValueError(f"{config_path} is not valid JSON (truncated or damaged?): {e}"
+                       ) from None
   # The class count from the checkpoint's metadata: config.model.num_classes may be None.
   with ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state",),
                              item_handlers={"state": ocp.StandardCheckpointHandler()}

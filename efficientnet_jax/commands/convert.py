@@ -21,6 +21,7 @@ padding and BN epsilon (tf_efficientnet_* → 'same', 1e-3; efficientnet_* → '
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags
 
@@ -73,16 +74,25 @@ def main(argv):
       raise app.UsageError(f"--{flag} is for --format={takes}")
   if not _VERBOSE.value:
     terminal.quiet_output()
-  try:  # a file that does not fit: its message, not a traceback
+  # A file that does not fit, is cut short or is another format, or a DST that is
+  # refused: its message on stderr, exit status 1, no traceback and nothing written.
+  step = f"checking {dst}"
+  try:
+    weights_directory.check_destination(dst, _OVERWRITE.value)  # before the slow part
     with terminal.progress(total=2, desc="convert", unit="step") as bar:
-      bar.set_postfix_str(f"reading {src}")
+      step = f"reading {src}"
+      bar.set_postfix_str(step)
       variables, info = converters.convert(src, _FORMAT.value, **options)
       bar.update()
-      bar.set_postfix_str(f"writing {dst}")
+      step = f"writing {dst}"
+      bar.set_postfix_str(step)
+      # Written beside DST and renamed when whole: a failure leaves no partial DST.
       weights_directory.save_weights(dst, variables, info, overwrite=_OVERWRITE.value)
       bar.update()
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    sys.exit(f"error: {e}")
+  except OSError as e:  # no permission, a full disk: what was being done, and why not
+    sys.exit(f"error: {step}: {e}")
   print(f"wrote {dst}: {json.dumps(info.to_json())}")
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import jax
@@ -188,26 +190,83 @@ def _check(info: WeightsInfo, where: str) -> None:
   scaling.Scaling(info.width, info.depth, info.resolution, info.dropout_rate)
 
 
+def check_destination(directory: str | os.PathLike[str], overwrite: bool = False) -> None:
+  """Refuses a weights directory to be written at `directory` before anything is
+  converted: a file there, or a directory that is not empty (and not `overwrite`).
+
+  Raises:
+    ValueError: naming the path and what is there.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  if os.path.lexists(directory) and not os.path.isdir(directory):
+    raise ValueError(f"{directory} exists and is a file, not a weights directory")
+  if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
+    raise ValueError(f"{directory} exists and is not empty; pass overwrite=True "
+                     "(--overwrite) to replace it")
+
+
 def save_weights(directory: str | os.PathLike[str], variables: dict[str, Any],
                  info: WeightsInfo, overwrite: bool = False) -> None:
   """Writes `variables` ({'params', 'batch_stats'}) and `info` as a weights directory.
 
+  Written into a temporary `.<name>.partial-*` directory beside it and renamed when
+  complete, so that a failed write (a full disk, an exception midway) leaves neither a
+  partial directory nor the temporary one, and with `overwrite` the old directory stays
+  as it was until the new one is whole.
+
   Raises:
-    ValueError: the directory exists (and not `overwrite`), or a variable is missing,
-      extra or mis-shaped for `info.model()`; checked before anything is written.
+    ValueError: the destination is refused (`check_destination`), or a variable is
+      missing, extra or mis-shaped for `info.model()`; checked before anything is written.
   """
+  check_destination(directory, overwrite)
   directory = os.path.abspath(os.fspath(directory))
-  if os.path.exists(directory) and os.listdir(directory) and not overwrite:
-    raise ValueError(f"{directory} exists and is not empty; pass overwrite=True "
-                     "(--overwrite) to replace it")
   variables = _checked_variables(variables, info, directory)
-  if os.path.exists(directory) and not os.listdir(directory):
-    os.rmdir(directory)  # Orbax wants to create the directory itself
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(directory, variables, force=overwrite)
-    checkpointer.wait_until_finished()
-  with open(os.path.join(directory, INFO_FILE), "w") as f:
-    json.dump(info.to_json(), f, indent=2)
+  parent, name = os.path.split(directory)
+  created = _missing_ancestors(parent)
+  os.makedirs(parent, exist_ok=True)
+  # Orbax writes its own temporary directories beside the path it saves to: inside
+  # `work`, so that removing `work` removes them too.
+  work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+  try:
+    complete = os.path.join(work, name)
+    with ocp.StandardCheckpointer() as checkpointer:  # Orbax creates `complete` itself
+      checkpointer.save(complete, variables)
+      checkpointer.wait_until_finished()
+    with open(os.path.join(complete, INFO_FILE), "w") as f:
+      json.dump(info.to_json(), f, indent=2)
+    _replace(complete, directory, work)
+  except BaseException:
+    shutil.rmtree(work, ignore_errors=True)
+    for path in reversed(created):  # the parents this call made, if still empty
+      if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+    raise
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _missing_ancestors(path: str) -> list[str]:
+  """`path` and its ancestors that do not exist yet, outermost first."""
+  missing = []
+  while path and not os.path.exists(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing[::-1]
+
+
+def _replace(complete: str, directory: str, work: str) -> None:
+  """Renames `complete` to `directory`; an existing `directory` (empty, or replaced with
+  `overwrite`) is moved into `work` first and put back if the rename fails."""
+  old = None
+  if os.path.lexists(directory):
+    old = os.path.join(work, "previous")
+    os.rename(directory, old)
+  try:
+    os.rename(complete, directory)
+  except BaseException:
+    if old:
+      os.rename(old, directory)  # the earlier weights, as they were
+    raise
 
 
 def read_info(directory: str | os.PathLike[str]) -> WeightsInfo:
@@ -219,8 +278,10 @@ def read_info(directory: str | os.PathLike[str]) -> WeightsInfo:
   with open(path) as f:
     try:
       data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut short, or not JSON
+      raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {e}") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
   return WeightsInfo.from_json(data, path)
 
 
@@ -232,11 +293,14 @@ def load_weights(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], Wei
                             np.zeros((1, size, size, 3), np.float32))
   target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), dict(abstract))
   try:
-    variables = ocp.StandardCheckpointer().restore(os.path.abspath(os.fspath(directory)),
-                                                   target)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise ValueError(f"{directory}: the checkpoint does not match its {INFO_FILE} "
-                     f"({info.variant}, {info.num_classes} classes): {e}") from None
+    with ocp.StandardCheckpointer() as checkpointer:  # closed: no threads left behind
+      variables = checkpointer.restore(os.path.abspath(os.fspath(directory)), target)
+  except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+    # Orbax and TensorStore say which file, but not in few words: the first line of it.
+    raise ValueError(f"{directory}: cannot restore its weights: the checkpoint is "
+                     f"truncated, damaged or incomplete, or does not match its {INFO_FILE} "
+                     f"({info.variant}, {info.num_classes} classes): "
+                     f"{str(e).strip().splitlines()[0][:400]}") from None
   return jax.tree.map(np.asarray, variables), info
 
 
