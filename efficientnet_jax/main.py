@@ -116,6 +116,9 @@ def main(argv):
     python_logging.raiseExceptions = False  # a log line that cannot be written is dropped
     logging.error("%s", e)
     sys.exit(EXIT_DISK_FULL)
+  except ValueError as e:  # a config, a file or a memory need that cannot work: its message
+    logging.error("%s", e)
+    sys.exit(f"error: {e}")
   except tf.errors.DataLossError as e:
     # TF's message gives a byte offset but no file: find and name the corrupt shards.
     logging.error("%s", input_pipeline.explain_data_loss(_CONFIG.value, e))

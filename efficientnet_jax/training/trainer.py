@@ -30,8 +30,8 @@ from efficientnet_jax.config import validation
 from efficientnet_jax.data import input_pipeline
 from efficientnet_jax.models import registry
 from efficientnet_jax.training import (checkpointing, confusion_matrix, evaluator, freezing,
-                                       metrics_log, optimizers, preemption, progressive,
-                                       sharding, train_step)
+                                       memory_fit, metrics_log, optimizers, preemption,
+                                       progressive, sharding, train_step)
 
 NUM_LOGGED_IMAGES = 8  # training images shown in TensorBoard at the first step
 
@@ -48,6 +48,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     info = input_pipeline.dataset_info(config)
     progressive.check(config, optimizers.total_steps(
         config, info.num_train_examples / config.batch_size))
+
+
+def _with(config: ml_collections.ConfigDict,
+          overrides: dict[str, object]) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted keys set ("model.remat": True)."""
+  copy = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = copy
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return copy
 
 
 def _check_init_from_family(config: ml_collections.ConfigDict) -> None:
@@ -192,13 +205,29 @@ class _Run:
     config = self.config
     self.stage = stage = progressive.stage_of(self.stages, step)
     stage_config = progressive.stage_config(config, stage)
-    model, _ = train_step.create_model(stage_config, self.num_classes)  # the stage's dropout
-    # One compile per stage; the persistent cache serves it again on restart.
-    self.step_fn = train_step.compile_train_step(model, self.tx, self.learning_rate_fn,
-                                                 stage_config, self.mesh, self.loss_transform)
-    self.train_batches = input_pipeline.create_train_dataset(
+    dataset = input_pipeline.create_train_dataset(
         stage_config, stage.image_size, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=step - 1).as_numpy_iterator()
+        process_count=jax.process_count(), start_step=step - 1)
+    batch_shapes = {key: jax.ShapeDtypeStruct(
+        (spec.shape[0] * jax.process_count(), *spec.shape[1:]), spec.dtype.as_numpy_dtype,
+        sharding=sharding.batch_sharding(self.mesh)) for key, spec in dataset.element_spec.items()}
+
+    def compile_step(step_config: ml_collections.ConfigDict) -> jax.stages.Compiled:
+      model, _ = train_step.create_model(step_config, self.num_classes)  # the stage's dropout
+      return train_step.compile_train_step(
+          model, self.tx, self.learning_rate_fn, step_config, self.mesh, self.loss_transform
+      ).lower(self.state, batch_shapes, self.dropout_rng).compile()
+
+    # Compiled ahead of the first batch, once per stage (the persistent cache serves it
+    # again on restart), and checked against the device's memory before it runs.
+    self.step_fn = compile_step(stage_config)
+    step_bytes = memory_fit.check(
+        self.step_fn, stage_config, image_size=stage.image_size,
+        state_bytes=sum(x.nbytes for x in jax.tree.leaves(self.state)),
+        compile_variant=lambda overrides: compile_step(_with(stage_config, overrides)))
+    logging.info("train step at %d px: %.3f GiB per device (XLA's memory analysis)",
+                 stage.image_size, step_bytes / memory_fit.GiB)
+    self.train_batches = dataset.as_numpy_iterator()
     self.stage_entry_step, self.stage_clock = step, None
     if config.progressive.num_stages:
       terminal.say(f"stage {stage.index + 1}/{len(self.stages)} from step {step}: "
