@@ -150,6 +150,12 @@ def check(config: ml_collections.ConfigDict, num_steps: Optional[int] = None) ->
   if count == 1:
     raise ValueError("config.progressive.num_stages=1 is fixed-size training: use 0 (off) "
                      "or at least 2 stages")
+  if num_steps is not None and count > num_steps:  # before the stages are made: cheap
+    raise ValueError(f"config.progressive.num_stages={count} does not fit the run's "
+                     f"{num_steps} train steps (config.num_train_steps="
+                     f"{config.num_train_steps}, or config.num_epochs={config.num_epochs} of "
+                     f"config.train_split={config.train_split!r} at config.batch_size="
+                     f"{config.batch_size}): every stage needs at least one step")
   end = _end_values(config)
   start = _start_values(config, end)
   for key in ("image_size",) + _SCHEDULED:
@@ -165,9 +171,6 @@ def check(config: ml_collections.ConfigDict, num_steps: Optional[int] = None) ->
     key = ("start_image_size" if p.start_image_size < stride else "image_size_multiple")
     raise ValueError(f"config.progressive.{key}: the stage image sizes {sizes} go below the "
                      f"network's total stride {stride}")
-  if num_steps is not None and count > num_steps:
-    raise ValueError(f"config.progressive.num_stages={count} does not fit the run's "
-                     f"{num_steps} train steps: every stage needs at least one step")
 
 
 def describe(all_stages: list[Stage]) -> str:
