@@ -104,7 +104,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _local_batch_size(*_eval_batch_size(config), process_count)
   source = _source(config)
   for key in ("train_split", "eval_split"):
-    source.num_examples(config[key], key)
+    if source.num_examples(config[key], key) == 0:
+      raise ValueError(f"config.{key}={config[key]!r} of config.dataset="
+                       f"{config.dataset!r} has no examples")
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:

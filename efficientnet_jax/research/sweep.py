@@ -67,7 +67,9 @@ def load_config(config_arg: str, flag_args: Sequence[str] = ()) -> ml_collection
                                   lock_config=True, sys_argv=argv)
   try:
     values(argv)
-  except (flags.Error, AttributeError, KeyError) as e:  # bad file, unknown key, bad value
+  # A bad file, an unknown key, a bad value; TypeError/ValueError: a key below a leaf
+  # (--config.model.variant.x=1), which ml_collections' override parser cannot walk.
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     raise ValueError(f"--config={config_arg} {' '.join(flag_args)}: {e}") from None
   if not isinstance(values.config, ml_collections.ConfigDict):
     raise ValueError(f"--config={config_arg}: get_config() did not return a ConfigDict")
