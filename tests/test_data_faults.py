@@ -179,3 +179,15 @@ def test_full_disk_stops_the_run_and_the_same_command_resumes_bitwise(data_dir, 
     assert step == 12
     for x, y in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed), strict=True):
       np.testing.assert_array_equal(x, y)
+
+
+def test_skipped_records_are_counted_in_metrics_jsonl(data_dir, tmp_path):
+  """A training run on the truncated shard with skip_bad_records logs how many records it
+  left out with every train record of metrics.jsonl."""
+  from efficientnet_jax.training import metrics_log, trainer
+  copy, _, _ = corrupt_copy(data_dir, tmp_path, "truncated", record=900)
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(tiny_config(copy, num_train_steps=4, **{
+      "input.skip_bad_records": True}), workdir)
+  train_records = [r for r in metrics_log.read(workdir) if "loss" in r]
+  assert [r["skipped_records"] for r in train_records] == [NUM_TRAIN - 900]
