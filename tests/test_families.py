@@ -124,6 +124,7 @@ def test_training_and_evaluation_sizes_are_separate(data_dir, tmp_path):
   config = tiny_config(data_dir, **{"model.family": "efficientnetv2", "model.variant": "v2_s",
                                     "model.resolution": 32, "model.eval_resolution": 40})
   with trainer._Run(config, str(tmp_path), None) as run:
+    run.enter_stage(1)  # the train step and stream of step 1 on
     train_images = next(run.train_batches)["image"]
     eval_images = next(run.evaluator.dataset()[0].as_numpy_iterator())["image"]
   assert train_images.shape[1:3] == (32, 32) and eval_images.shape[1:3] == (40, 40)
