@@ -65,3 +65,37 @@ def test_compile_only_memory_shrinks_with_remat(measured):
   assert remat["xla_flops"] > training.xla_flops  # the forward runs again
   assert remat["argument_bytes"] == training.argument_bytes
   assert len(benchmarking.memory_markdown([remat]).splitlines()) == 3
+
+
+def test_latency_rows_and_one_runner_per_dtype():
+  float32 = benchmarking.benchmark_config("b0", batch_size=1, resolution=32, width=0.25,
+                                          depth=0.25)
+  bfloat16 = benchmarking.benchmark_config("b0", batch_size=1, resolution=32, width=0.25,
+                                           depth=0.25, dtype="bfloat16")
+  runners = [benchmarking.ours(float32, "latency"),
+             benchmarking.ours(bfloat16, "latency", "ours bf16")]
+  first, times = benchmarking.time_in_turns(runners, warmup=1, reps=3)
+  peaks = {"float32": 1e11, "bfloat16": 2e11}
+  results = benchmarking.summarise(runners, first, times, float32, peaks)
+  assert [(r.mode, r.dtype, r.batch_size) for r in results] == [
+      ("latency", "float32", 1), ("latency", "bfloat16", 1)]
+  for r, peak in zip(results, peaks.values()):
+    assert r.mfu == pytest.approx(r.model_flops * r.images_per_second / peak)
+  assert results[0].ratio_to_ours == 1.0
+  rows = benchmarking.latency_markdown(results).splitlines()[2:]
+  median_ms = 1e3 / results[1].images_per_second
+  assert rows[1].startswith("| ours bf16 | b0 | 32 | bfloat16 | "
+                            f"{median_ms:.1f} [") and rows[1].endswith(
+      f"| {1 / results[1].ratio_to_ours:.2f} |")
+  with pytest.raises(ValueError, match="mode must be one of"):
+    benchmarking.ours(float32, "serving")
+
+
+def test_compiler_options_reach_xla():
+  config = tiny_config()
+  runner = benchmarking.ours(config, "inference", "ours no xnnpack",
+                             compiler_options={"xla_cpu_use_xnnpack": False})
+  runner.step()
+  with pytest.raises(jax.errors.JaxRuntimeError,
+                     match="No such compile option: 'xla_cpu_no_such_option'"):
+    benchmarking.ours(config, "inference", compiler_options={"xla_cpu_no_such_option": True})

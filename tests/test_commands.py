@@ -21,6 +21,7 @@ OWN_FLAG = {
     "efficientnet-benchmark": "--peer", "efficientnet-benchmark-input": "--num_images",
     "efficientnet-prepare-imagenet": "--data_dir",
     "efficientnet-export": "--include_preprocessing", "efficientnet-plot": "--x_axis",
+    "efficientnet-profile": "--steps", "efficientnet-accelerator-table": "--memory_gib",
 }
 
 

@@ -11,7 +11,9 @@ quality 90, 4:2:0; smooth random content plus noise, ~70 KB each) as a folder da
 under --image_dir (a temporary directory by default) and reads them through
 `input_pipeline`, exactly as training does. For each mode it prints images/s and images
 per CPU-second of this process (user + system time of all its threads), which is the
-per-core rate and, unlike images/s, does not depend on what else the machine runs.
+per-core rate and, unlike images/s, does not depend on what else the machine runs; and
+the cores needed to feed --accelerator_rate images/s at that per-core rate (a host with
+fewer cannot keep that accelerator busy with this pipeline).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ _WARMUP = flags.DEFINE_integer("warmup_batches", 4, "Batches read before timing.
 _MODES = flags.DEFINE_list("modes", ["train", "randaugment", "autoaugment", "eval"],
                            "Pipelines to time: train, randaugment, autoaugment, eval.")
 _MAGNITUDE = flags.DEFINE_integer("randaug_magnitude", 10, "RandAugment magnitude M.")
+_FEED_RATE = flags.DEFINE_float(
+    "accelerator_rate", 2489, "Images/s the pipeline must feed: the cores it needs are "
+    "printed. Default: B0 training on one A100 (NVIDIA's PyTorch AMP figure); give the "
+    "train img/s of efficientnet-accelerator-table for the accelerator at hand.")
 
 
 def write_jpegs(directory: str, count: int, width: int, height: int, seed: int = 0) -> int:
@@ -114,7 +120,8 @@ def main(argv: list[str]) -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"resolution {_RESOLUTION.value}, batch {_BATCH_SIZE.value}, cores available to "
           f"tf.data: {cores}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'mode':<12} {'images/s':>9} {'images/s/core':>14} {'images per CPU-s':>17}")
+    print(f"{'mode':<12} {'images/s':>9} {'images/s/core':>14} {'images per CPU-s':>17} "
+          f"{f'cores for {_FEED_RATE.value:,.0f}/s':>16}")
     for mode in _MODES.value:
       if mode not in ("train", "randaugment", "autoaugment", "eval"):
         raise app.UsageError(f"--modes: unknown mode {mode!r}")
@@ -126,7 +133,8 @@ def main(argv: list[str]) -> None:
         iterator = input_pipeline.create_train_dataset(
             config, _RESOLUTION.value, process_index=0, process_count=1).as_numpy_iterator()
       rate, per_cpu = _time(iterator, _BATCH_SIZE.value, _NUM_BATCHES.value, _WARMUP.value)
-      print(f"{mode:<12} {rate:9.0f} {rate / cores:14.0f} {per_cpu:17.0f}")
+      print(f"{mode:<12} {rate:9.0f} {rate / cores:14.0f} {per_cpu:17.0f} "
+            f"{_FEED_RATE.value / per_cpu:16.1f}")
 
 
 def _eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict]:

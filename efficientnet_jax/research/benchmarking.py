@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import resource
 import sys
 import time
@@ -37,7 +38,11 @@ from efficientnet_jax.training import sharding, train_step
 NUM_CLASSES = 1000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167  # only sets the learning-rate schedule's time scale
 MODES = ("inference", "train")
+LATENCY = "latency"  # a mode too: inference at batch 1, reported in milliseconds
 PEERS = ("keras", "timm")
+KERAS_MODELS = {**{f"b{i}": f"EfficientNetB{i}" for i in range(8)},
+                **{f"v2_b{i}": f"EfficientNetV2B{i}" for i in range(4)},
+                **{f"v2_{s}": f"EfficientNetV2{s.upper()}" for s in "sml"}}
 
 
 @dataclasses.dataclass
@@ -50,6 +55,8 @@ class Runner:
   compile_seconds: float | None = None      # ours: lower + compile of the jitted step
   cost: costs.XlaCost | None = None     # ours: XLA's analysis of that executable
   peak_rss_bytes: int | None = None         # process peak after building and compiling
+  compiled: Any = None                      # ours: the executable (its HLO for profiles)
+  dtype: str = "float32"                    # compute dtype (peers: always float32)
 
 
 @dataclasses.dataclass
@@ -102,7 +109,8 @@ def benchmark_config(variant: str, batch_size: int, resolution: int | None = Non
                      depth: float | None = None) -> ml_collections.ConfigDict:
   """The default training recipe for `variant`, resized; remat_policy None: no remat."""
   config = defaults.get_config()
-  config.model.variant = variant
+  family, config.model.variant = registry.lookup(variant)
+  config.model.family = family.name
   config.model.resolution = resolution
   config.model.width, config.model.depth = width, depth
   config.model.num_classes = NUM_CLASSES
@@ -134,15 +142,20 @@ def inference_fn(model: Any, config: ml_collections.ConfigDict) -> Callable[...,
   return infer
 
 
-def _timed_compile(jitted: Any, *args: Any) -> tuple[Any, float]:
+def _timed_compile(jitted: Any, *args: Any, compiler_options: dict[str, Any] | None = None
+                   ) -> tuple[Any, float]:
   start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
+  compiled = jitted.lower(*args).compile(compiler_options)
   return compiled, time.perf_counter() - start
 
 
 def ours(config: ml_collections.ConfigDict, mode: str, system: str = "ours",
-         compile_only: bool = False) -> Runner:
-  """Our model under `config`: the real train step, or jitted inference."""
+         compile_only: bool = False, compiler_options: dict[str, Any] | None = None) -> Runner:
+  """Our model under `config`: the real train step, or jitted inference.
+
+  compiler_options: XLA options (DebugOptions fields) for this compile, e.g.
+  {"xla_cpu_use_onednn": True}; None: the process's defaults (XLA_FLAGS).
+  """
   mesh = sharding.make_mesh()
   replicated, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model, resolution = train_step.create_model(config, NUM_CLASSES)
@@ -160,26 +173,50 @@ def ours(config: ml_collections.ConfigDict, mode: str, system: str = "ours",
                    out_shardings=replicated)
     state = jax.eval_shape(init, key) if compile_only else init(key)
     compiled, seconds = _timed_compile(
-        train_step.compile_train_step(model, tx, lr, config, mesh), state, batch, key)
+        train_step.compile_train_step(model, tx, lr, config, mesh), state, batch, key,
+        compiler_options=compiler_options)
     holder = [state]
 
     def step():
       holder[0], metrics = compiled(holder[0], batch, key)
       jax.block_until_ready(metrics)
-  elif mode == "inference":
+  elif mode in ("inference", LATENCY):
     images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
     init = jax.jit(model.init, out_shardings=replicated)
     variables = jax.eval_shape(init, key, images) if compile_only else init(key, images)
     compiled, seconds = _timed_compile(
         jax.jit(inference_fn(model, config), in_shardings=(replicated, data),
-                out_shardings=replicated), variables, batch["image"])
+                out_shardings=replicated), variables, batch["image"],
+        compiler_options=compiler_options)
 
     def step():
       compiled(variables, batch["image"]).block_until_ready()
   else:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise ValueError(f"mode must be one of {(*MODES, LATENCY)}, got {mode!r}")
   return Runner(system, mode, step, compile_seconds=seconds, cost=costs.compiled_cost(compiled),
-                peak_rss_bytes=peak_rss_bytes())
+                peak_rss_bytes=peak_rss_bytes(), compiled=compiled, dtype=config.model.dtype)
+
+
+def keras_name(variant: str) -> str:
+  """The keras.applications constructor of one of our variant names (V1 and V2 only)."""
+  if variant not in KERAS_MODELS:
+    raise ValueError(f"--peer=keras: Keras has no {variant!r}; it has "
+                     f"{', '.join(KERAS_MODELS)}")
+  return KERAS_MODELS[variant]
+
+
+def timm_name(variant: str) -> str:
+  """timm's model for one of our variant names: its PyTorch-native definition where timm
+  has one (symmetric padding, what PyTorch users run), else the TF port."""
+  if re.fullmatch(r"b\d|lite\d", variant):
+    return f"efficientnet_{variant}"
+  if re.fullmatch(r"v2_(s|m|l|xl)", variant):
+    return f"efficientnetv2_{variant[3:]}"
+  if re.fullmatch(r"v2_b\d", variant):
+    return f"tf_efficientnetv2_{variant[3:]}"
+  if re.fullmatch(r"edgetpu_(s|m|l)", variant):
+    return f"efficientnet_e{variant[-1]}"
+  raise ValueError(f"--peer=timm: no timm model for {variant!r}")
 
 
 def keras(variant: str, resolution: int, batch_size: int, mode: str) -> Runner:
@@ -189,12 +226,12 @@ def keras(variant: str, resolution: int, batch_size: int, mode: str) -> Runner:
 
   for gpu in tf.config.list_physical_devices("GPU"):  # share the GPU with JAX
     tf.config.experimental.set_memory_growth(gpu, True)
-  model = getattr(keras_lib.applications, f"EfficientNet{variant.upper()}")(
+  model = getattr(keras_lib.applications, keras_name(variant))(
       weights=None, input_shape=(resolution, resolution, 3), classes=NUM_CLASSES)
   batch = synthetic_batch(batch_size, resolution)
   images = batch["image"].astype(np.float32)
   system = f"keras ({keras_lib.backend.backend()})"
-  if mode == "inference":
+  if mode in ("inference", LATENCY):
     if keras_lib.backend.backend() == "tensorflow":
       infer, images = tf.function(lambda x: model(x, training=False)), tf.constant(images)
     else:
@@ -218,11 +255,11 @@ def timm(variant: str, resolution: int, batch_size: int, mode: str) -> Runner:
 
   # On the device JAX uses, where PyTorch has one (CUDA); the CPU otherwise.
   device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
-  model = timm_lib.create_model(f"efficientnet_{variant}", pretrained=False,
+  model = timm_lib.create_model(timm_name(variant), pretrained=False,
                                 num_classes=NUM_CLASSES).to(device)
   batch = synthetic_batch(batch_size, resolution)
   images = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).float().to(device)
-  if mode == "inference":
+  if mode in ("inference", LATENCY):
     model.eval()
 
     def infer():
@@ -287,24 +324,29 @@ def model_flops(config: ml_collections.ConfigDict, mode: str) -> float:
 
 def summarise(runners: Sequence[Runner], first: Sequence[float],
               times: Sequence[Sequence[tuple[float, float, float]]],
-              config: ml_collections.ConfigDict, peak_flops: float) -> list[Measurement]:
-  """One `Measurement` per runner; ratios against the first "ours" runner of each mode."""
+              config: ml_collections.ConfigDict,
+              peak_flops: float | dict[str, float]) -> list[Measurement]:
+  """One `Measurement` per runner; ratios against the first "ours" runner of each mode.
+
+  peak_flops: the matmul peak MFU divides by, or one per compute dtype.
+  """
   results = []
   batch = config.batch_size
   for runner, first_s, log in zip(runners, first, times):
     wall, user, system = (np.array(t) for t in zip(*log))
     flops = model_flops(config, runner.mode)
+    peak = peak_flops[runner.dtype] if isinstance(peak_flops, dict) else peak_flops
     cost = runner.cost
     results.append(Measurement(
         system=runner.system, mode=runner.mode, variant=config.model.variant,
-        resolution=input_resolution(config), batch_size=batch, dtype=config.model.dtype,
+        resolution=input_resolution(config), batch_size=batch, dtype=runner.dtype,
         images_per_second=batch / float(np.median(wall)),
         images_per_second_min=batch / float(wall.max()),
         images_per_second_max=batch / float(wall.min()),
         cpu_ms_per_image=1e3 * float(np.median(user + system)) / batch,
         system_ms_per_image=1e3 * float(np.median(system)) / batch,
         first_call_seconds=first_s, model_flops=flops,
-        mfu=flops / float(np.median(wall)) / peak_flops,
+        mfu=flops / float(np.median(wall)) / peak,
         compile_seconds=runner.compile_seconds,
         xla_flops=cost.flops if cost else None,
         temp_bytes=cost.temp_bytes if cost else None,
@@ -312,7 +354,7 @@ def summarise(runners: Sequence[Runner], first: Sequence[float],
         output_bytes=cost.output_bytes if cost else None,
         alias_bytes=cost.alias_bytes if cost else None,
         peak_rss_bytes=runner.peak_rss_bytes))
-  for mode in MODES:
+  for mode in (*MODES, LATENCY):
     base = next((r for r in results if r.mode == mode and r.system.startswith("ours")), None)
     for r in results:
       if base and r.mode == mode:
@@ -356,6 +398,18 @@ def to_markdown(results: Sequence[Measurement]) -> str:
         f"{_opt(r.xla_flops and r.xla_flops / 1e9, '.1f')} | {r.mfu:.1%} | "
         f"{_mib(r.temp_bytes and r.temp_bytes / r.batch_size)} | "
         f"{_mib(r.peak_rss_bytes, 2**30)} |")
+  return "\n".join(lines)
+
+
+def latency_markdown(results: Sequence[Measurement]) -> str:
+  """Batch-1 rows: milliseconds per image, median and spread over the timed rounds."""
+  header = "| system | variant | res | dtype | latency ms median [min–max] | ÷ ours |"
+  lines = [header, "|" + "---|" * (header.count("|") - 1)]
+  for r in results:
+    lines.append(f"| {r.system} | {r.variant} | {r.resolution} | {r.dtype} | "
+                 f"{1e3 / r.images_per_second:.1f} [{1e3 / r.images_per_second_max:.1f}–"
+                 f"{1e3 / r.images_per_second_min:.1f}] | "
+                 f"{_opt(r.ratio_to_ours and 1 / r.ratio_to_ours, '.2f')} |")
   return "\n".join(lines)
 
 

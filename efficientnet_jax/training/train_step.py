@@ -106,12 +106,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], dropout_rng: jax.
   (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images,
                                                labels, rng)
 
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  # The scopes name these operations in profiles (research/step_profile.py).
+  with jax.named_scope("optimizer"):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
   step = state.step + 1
   if config.ema_decay:
-    ema_params = ema.update_ema(state.ema_params, params, step, config.ema_decay)
-    ema_batch_stats = ema.update_ema(state.ema_batch_stats, batch_stats, step, config.ema_decay)
+    with jax.named_scope("ema"):
+      ema_params = ema.update_ema(state.ema_params, params, step, config.ema_decay)
+      ema_batch_stats = ema.update_ema(state.ema_batch_stats, batch_stats, step,
+                                       config.ema_decay)
   else:
     ema_params, ema_batch_stats = params, batch_stats
   metrics["learning_rate"] = learning_rate_fn(state.step)
@@ -121,9 +125,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], dropout_rng: jax.
                          ema_batch_stats=ema_batch_stats)
   # A non-finite loss or update leaves the weights as they were (only the step and so the
   # data position advance); the host reads the flag with the other metrics, no extra sync.
-  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.global_norm(updates))
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                           state.replace(step=step))
+  with jax.named_scope("optimizer"):
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.global_norm(updates))
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                             state.replace(step=step))
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   return new_state, metrics
 
