@@ -1,11 +1,18 @@
 """The per-operation profile (research/step_profile.py) on tiny models: every kind of
-operation lands in its category, for ours (XLA's HLO) and for timm (torch.profiler)."""
+operation lands in its category, for ours (XLA's HLO) and for timm (torch.profiler).
 
+timm is profiled in a child process: importing it loads torchvision → triton, which
+segfaults a process that has already loaded TensorFlow (pytest's workers import every test
+module, and the rest of the suite loads TensorFlow).
+"""
+
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-import timm  # noqa: F401  before TensorFlow (benchmarking imports it)
 from efficientnet_jax.research import benchmarking, step_profile
 
 
@@ -55,10 +62,22 @@ def test_profile_of_our_train_step_covers_the_step(grouped_depthwise_train_step)
   assert len(table) == 2 + len(step_profile.CATEGORIES) + 1
 
 
+PROFILE_TIMM = """
+import json, sys
+import timm  # before TensorFlow, which benchmarking imports
+from efficientnet_jax.research import benchmarking, step_profile
+runner = benchmarking.timm("b0", 32, 2, "train")
+runner.step()
+print(json.dumps(step_profile.profile_timm(runner.step, steps=2)))
+"""
+
+
 def test_profile_of_timm_train_step_covers_the_step():
-  runner = benchmarking.timm("b0", 32, 2, "train")
-  runner.step()
-  per_step, wall_ms = step_profile.profile_timm(runner.step, steps=2)
+  child = subprocess.run([sys.executable, "-c", PROFILE_TIMM], capture_output=True,
+                         text=True, timeout=600)
+  assert child.returncode == 0, child.stderr[-3000:]
+  per_step, wall_ms = json.loads(child.stdout.strip().splitlines()[-1])
+  assert list(per_step) == list(step_profile.CATEGORIES)
   for category in ("1×1 conv", "k×k conv", "depthwise", "BN", "activation",
                    "squeeze-excite", "optimizer/EMA"):
     assert per_step[category] > 0, (category, per_step)
